@@ -1,0 +1,1 @@
+"""Markets, traders, orders and trades: the order path from the API to the matcher."""

@@ -1,0 +1,49 @@
+# Two commands matter: `make run` and `make test`. Both create the virtualenv and
+# install on first use, and start an embedded PostgreSQL and Redis under .data/
+# unless DATABASE_URL and REDIS_URL point at your own.
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.DEFAULT_GOAL := help
+.PHONY: help install run test lint format manage clean-data
+
+help:
+	@echo "make run      start the platform (web; demo data; prints the URLs and the staff login)"
+	@echo "make test     lint, then the whole test suite against real PostgreSQL and Redis"
+	@echo "make lint     ruff (lint + format check) and the import-linter contracts"
+	@echo "make format   ruff format + autofix"
+	@echo "make manage ARGS='…'   any manage.py command with the platform's environment"
+	@echo "make clean-data        delete the embedded databases under .data/"
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=/path/to/python3.11)")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/python -m dex.devstack run
+
+test: install lint
+	$(BIN)/python -m dex.devstack test
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+manage: install
+	$(BIN)/python -m dex.devstack exec -- $(BIN)/python manage.py $(ARGS)
+
+clean-data:
+	rm -rf .data

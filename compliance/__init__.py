@@ -1,0 +1,1 @@
+"""The back office: KYC, jurisdictions, freezes, surveillance, audit trail and reports."""

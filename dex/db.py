@@ -1,0 +1,70 @@
+"""Column types and triggers shared by every app.
+
+Precision follows the platform's conventions: prices NUMERIC(20,8), amounts
+NUMERIC(30,8), addresses VARCHAR(42), hashes VARCHAR(66), timestamps timestamptz.
+"""
+
+from decimal import Decimal
+
+import pgtrigger
+from django.db import models
+from django.db.models.functions import Now
+
+PRICE_DIGITS, PRICE_PLACES = 20, 8
+AMOUNT_DIGITS, AMOUNT_PLACES = 30, 8
+# Fee rates are fractions of notional: 0.001 is 10 bps.
+RATE_DIGITS, RATE_PLACES = 10, 8
+
+ADDRESS_REGEX = r"^0x[0-9a-f]{40}$"
+HASH_REGEX = r"^0x[0-9a-f]{64}$"
+SIGNATURE_REGEX = r"^0x[0-9a-f]{130}$"
+
+ZERO = Decimal(0)
+
+
+def PriceField(**kwargs) -> models.DecimalField:
+    return models.DecimalField(max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES, **kwargs)
+
+
+def AmountField(**kwargs) -> models.DecimalField:
+    return models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, **kwargs)
+
+
+def RateField(**kwargs) -> models.DecimalField:
+    return models.DecimalField(max_digits=RATE_DIGITS, decimal_places=RATE_PLACES, **kwargs)
+
+
+def AddressField(**kwargs) -> models.CharField:
+    """An EVM address, stored lower-case (``0x`` + 40 hex) so equality is exact."""
+    return models.CharField(max_length=42, **kwargs)
+
+
+def HashField(**kwargs) -> models.CharField:
+    return models.CharField(max_length=66, **kwargs)
+
+
+def CreatedAtField() -> models.DateTimeField:
+    return models.DateTimeField(db_default=Now(), editable=False)
+
+
+def UpdatedAtField() -> models.DateTimeField:
+    """Maintained by :func:`updated_at_trigger`, never by Python."""
+    return models.DateTimeField(db_default=Now(), editable=False)
+
+
+def updated_at_trigger(column: str = "updated_at") -> pgtrigger.Trigger:
+    """Stamp ``updated_at`` on every UPDATE, whoever issues it (ORM, raw SQL, psql)."""
+    return pgtrigger.Trigger(
+        name="set_updated_at",
+        when=pgtrigger.Before,
+        operation=pgtrigger.Update,
+        func=f"NEW.{column} := now(); RETURN NEW;",
+    )
+
+
+def append_only_triggers(*, allow_update: bool = False) -> list[pgtrigger.Trigger]:
+    """Rows that record history are never deleted (and, unless allowed, never changed)."""
+    triggers = [pgtrigger.Protect(name="protect_delete", operation=pgtrigger.Delete)]
+    if not allow_update:
+        triggers.append(pgtrigger.Protect(name="protect_update", operation=pgtrigger.Update))
+    return triggers

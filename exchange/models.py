@@ -1,0 +1,997 @@
+"""The exchange's core schema: assets, markets, trader accounts, orders, the matcher's
+command journal, order status history, trades and order-book snapshots.
+
+Every rule the platform depends on is enforced here by PostgreSQL as well as by the
+services: CHECK and UNIQUE constraints in ``Meta.constraints``, and django-pgtrigger
+triggers (state machines, read-only columns, append-only history, cross-row checks)
+in ``Meta.triggers``. A bug in Python, a raw SQL session or a bad migration cannot
+put an order or a trade into a state the platform does not allow.
+"""
+
+from __future__ import annotations
+
+import pgtrigger
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.db.models import F, Q
+from django.db.models.functions import Now
+
+from dex.db import (
+    ADDRESS_REGEX,
+    HASH_REGEX,
+    SIGNATURE_REGEX,
+    AddressField,
+    AmountField,
+    CreatedAtField,
+    HashField,
+    PriceField,
+    RateField,
+    UpdatedAtField,
+    append_only_triggers,
+    updated_at_trigger,
+)
+
+# --------------------------------------------------------------------------------------
+# Enumerations
+# --------------------------------------------------------------------------------------
+
+
+class Side(models.TextChoices):
+    BUY = "BUY"
+    SELL = "SELL"
+
+
+class OrderType(models.TextChoices):
+    LIMIT = "LIMIT"
+    MARKET = "MARKET"
+    STOP_LIMIT = "STOP_LIMIT"
+    STOP_MARKET = "STOP_MARKET"
+    TAKE_PROFIT_LIMIT = "TAKE_PROFIT_LIMIT"
+    TAKE_PROFIT_MARKET = "TAKE_PROFIT_MARKET"
+
+
+# Order types that carry a limit price, and those that carry a trigger (stop) price.
+LIMIT_TYPES = (OrderType.LIMIT, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT)
+STOP_TYPES = (
+    OrderType.STOP_LIMIT,
+    OrderType.STOP_MARKET,
+    OrderType.TAKE_PROFIT_LIMIT,
+    OrderType.TAKE_PROFIT_MARKET,
+)
+
+
+class TimeInForce(models.TextChoices):
+    GTC = "GTC", "Good till cancelled"
+    GTT = "GTT", "Good till time"
+    IOC = "IOC", "Immediate or cancel"
+    FOK = "FOK", "Fill or kill"
+
+
+class OrderStatus(models.TextChoices):
+    PENDING = "PENDING"
+    OPEN = "OPEN"
+    PARTIALLY_FILLED = "PARTIALLY_FILLED"
+    FILLED = "FILLED"
+    CANCELLED = "CANCELLED"
+    REJECTED = "REJECTED"
+    EXPIRED = "EXPIRED"
+    UNTRIGGERED = "UNTRIGGERED"
+
+
+TERMINAL_STATUSES = (
+    OrderStatus.FILLED,
+    OrderStatus.CANCELLED,
+    OrderStatus.REJECTED,
+    OrderStatus.EXPIRED,
+)
+# Orders the matcher holds in memory: on the book, or waiting for their trigger price.
+LIVE_STATUSES = (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED, OrderStatus.UNTRIGGERED)
+
+# Every move an order's status may make; terminal states have no way out. An order is
+# accepted by the web tier as PENDING and everything after is decided by the matcher.
+ORDER_STATUS_TRANSITIONS = [
+    *(
+        (OrderStatus.PENDING, to)
+        for to in (
+            OrderStatus.OPEN,
+            OrderStatus.PARTIALLY_FILLED,
+            OrderStatus.FILLED,
+            OrderStatus.CANCELLED,
+            OrderStatus.REJECTED,
+            OrderStatus.EXPIRED,
+            OrderStatus.UNTRIGGERED,
+        )
+    ),
+    *(
+        (OrderStatus.UNTRIGGERED, to)
+        for to in (
+            OrderStatus.OPEN,
+            OrderStatus.PARTIALLY_FILLED,
+            OrderStatus.FILLED,
+            OrderStatus.CANCELLED,
+            OrderStatus.EXPIRED,
+        )
+    ),
+    *(
+        (OrderStatus.OPEN, to)
+        for to in (
+            OrderStatus.PARTIALLY_FILLED,
+            OrderStatus.FILLED,
+            OrderStatus.CANCELLED,
+            OrderStatus.EXPIRED,
+        )
+    ),
+    *(
+        (OrderStatus.PARTIALLY_FILLED, to)
+        for to in (OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.EXPIRED)
+    ),
+]
+
+
+class SelfTradePrevention(models.TextChoices):
+    EXPIRE_TAKER = "EXPIRE_TAKER"
+    EXPIRE_MAKER = "EXPIRE_MAKER"
+    EXPIRE_BOTH = "EXPIRE_BOTH"
+    DECREMENT = "DECREMENT"
+
+
+class MarketStatus(models.TextChoices):
+    PRE_OPEN = "PRE_OPEN"
+    OPEN = "OPEN"
+    HALTED = "HALTED"
+    CLOSED = "CLOSED"
+
+
+class AccountStatus(models.TextChoices):
+    ACTIVE = "ACTIVE"
+    FROZEN = "FROZEN"
+    CLOSED = "CLOSED"
+
+
+class ApiKeyScope(models.TextChoices):
+    READ = "read"
+    TRADE = "trade"
+    WITHDRAW = "withdraw"
+
+
+class CommandKind(models.TextChoices):
+    PLACE = "PLACE"
+    CANCEL = "CANCEL"
+    AMEND = "AMEND"
+    CANCEL_ALL = "CANCEL_ALL"
+    HALT = "HALT"
+    RESUME = "RESUME"
+
+
+class CommandStatus(models.TextChoices):
+    PENDING = "PENDING"
+    DONE = "DONE"
+
+
+class SettlementStatus(models.TextChoices):
+    PENDING = "PENDING"
+    SETTLING = "SETTLING"
+    SETTLED = "SETTLED"
+    FAILED = "FAILED"
+
+
+# --------------------------------------------------------------------------------------
+# Reference data
+# --------------------------------------------------------------------------------------
+
+
+class Asset(models.Model):
+    """A token traded on the venue. Balances are kept to 8 decimal places whatever the
+    token's on-chain ``decimals``."""
+
+    symbol = models.CharField(max_length=12, unique=True)
+    name = models.CharField(max_length=64)
+    decimals = models.PositiveSmallIntegerField(help_text="On-chain decimals of the token.")
+    contract_address = AddressField(null=True, blank=True)
+    is_active = models.BooleanField(default=True)
+    created_at = CreatedAtField()
+    updated_at = UpdatedAtField()
+
+    class Meta:
+        ordering = ["symbol"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(symbol__regex=r"^[A-Z][A-Z0-9]{1,11}$"), name="asset_symbol_format"
+            ),
+            models.CheckConstraint(condition=Q(decimals__lte=36), name="asset_decimals_range"),
+            models.CheckConstraint(
+                condition=Q(contract_address__isnull=True)
+                | Q(contract_address__regex=ADDRESS_REGEX),
+                name="asset_contract_address_format",
+            ),
+        ]
+        triggers = [updated_at_trigger()]
+
+    def __str__(self) -> str:
+        return self.symbol
+
+
+def _trimmed_scale(field: str) -> models.Func:
+    return models.Func(
+        models.Func(F(field), function="trim_scale"),
+        function="scale",
+        output_field=models.IntegerField(),
+    )
+
+
+class Market(models.Model):
+    """A spot market (``BASE-QUOTE``) and its trading rules."""
+
+    symbol = models.CharField(max_length=25, unique=True)
+    base = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="base_markets")
+    quote = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="quote_markets")
+    tick_size = PriceField(help_text="Smallest price increment.")
+    lot_size = AmountField(help_text="Smallest quantity increment.")
+    min_quantity = AmountField()
+    min_notional = AmountField(help_text="Smallest price × quantity, in the quote asset.")
+    maker_fee_rate = RateField(help_text="Fraction of notional; negative is a rebate.")
+    taker_fee_rate = RateField(help_text="Fraction of notional.")
+    price_band = RateField(
+        default="0.05",
+        help_text="A market order never trades further than this fraction from the best price.",
+    )
+    status = models.CharField(
+        max_length=16, choices=MarketStatus.choices, default=MarketStatus.PRE_OPEN
+    )
+    created_at = CreatedAtField()
+    updated_at = UpdatedAtField()
+
+    class Meta:
+        ordering = ["symbol"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(symbol__regex=r"^[A-Z][A-Z0-9]{1,11}-[A-Z][A-Z0-9]{1,11}$"),
+                name="market_symbol_format",
+            ),
+            models.UniqueConstraint(fields=["base", "quote"], name="market_unique_pair"),
+            models.CheckConstraint(condition=~Q(base=F("quote")), name="market_base_not_quote"),
+            models.CheckConstraint(
+                condition=Q(tick_size__gt=0, lot_size__gt=0), name="market_steps_positive"
+            ),
+            # Every fill's notional (price × quantity) must be exact in an 8-place amount
+            # column, so the tick's and the lot's decimal places may not add up past 8.
+            models.CheckConstraint(
+                condition=models.lookups.LessThanOrEqual(
+                    _trimmed_scale("tick_size") + _trimmed_scale("lot_size"), 8
+                ),
+                name="market_notional_exact",
+            ),
+            models.CheckConstraint(
+                condition=Q(min_quantity__gte=F("lot_size"))
+                & models.lookups.Exact(
+                    models.Func(F("min_quantity"), F("lot_size"), function="mod"), 0
+                ),
+                name="market_min_quantity_on_lot",
+            ),
+            models.CheckConstraint(condition=Q(min_notional__gte=0), name="market_min_notional"),
+            # A maker rebate may never exceed the taker fee: the venue never pays out on
+            # a trade.
+            models.CheckConstraint(
+                condition=Q(taker_fee_rate__gte=0, taker_fee_rate__lte="0.1")
+                & Q(maker_fee_rate__gte=-F("taker_fee_rate"), maker_fee_rate__lte="0.1"),
+                name="market_fee_rates",
+            ),
+            models.CheckConstraint(
+                condition=Q(price_band__gt=0, price_band__lt=1), name="market_price_band"
+            ),
+        ]
+        triggers = [
+            updated_at_trigger(),
+            pgtrigger.FSM(
+                name="status_transitions",
+                field="status",
+                transitions=[
+                    (MarketStatus.PRE_OPEN, MarketStatus.OPEN),
+                    (MarketStatus.PRE_OPEN, MarketStatus.CLOSED),
+                    (MarketStatus.OPEN, MarketStatus.HALTED),
+                    (MarketStatus.HALTED, MarketStatus.OPEN),
+                    (MarketStatus.OPEN, MarketStatus.CLOSED),
+                    (MarketStatus.HALTED, MarketStatus.CLOSED),
+                ],
+            ),
+            pgtrigger.ReadOnly(name="pair_read_only", fields=["symbol", "base", "quote"]),
+        ]
+
+    def __str__(self) -> str:
+        return self.symbol
+
+
+# --------------------------------------------------------------------------------------
+# Traders
+# --------------------------------------------------------------------------------------
+
+
+class Account(models.Model):
+    """A trader, identified by the wallet that signs their orders."""
+
+    wallet_address = AddressField(unique=True)
+    label = models.CharField(max_length=64, blank=True)
+    status = models.CharField(
+        max_length=8, choices=AccountStatus.choices, default=AccountStatus.ACTIVE
+    )
+    country = models.CharField(
+        max_length=2, blank=True, help_text="ISO 3166-1 alpha-2 country of residence."
+    )
+    kyc_tier = models.PositiveSmallIntegerField(default=0)
+    created_at = CreatedAtField()
+    updated_at = UpdatedAtField()
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(wallet_address__regex=ADDRESS_REGEX),
+                name="account_wallet_address_format",
+            ),
+            models.CheckConstraint(
+                condition=Q(country="") | Q(country__regex=r"^[A-Z]{2}$"),
+                name="account_country_format",
+            ),
+        ]
+        triggers = [
+            updated_at_trigger(),
+            pgtrigger.FSM(
+                name="status_transitions",
+                field="status",
+                transitions=[
+                    (AccountStatus.ACTIVE, AccountStatus.FROZEN),
+                    (AccountStatus.FROZEN, AccountStatus.ACTIVE),
+                    (AccountStatus.ACTIVE, AccountStatus.CLOSED),
+                    (AccountStatus.FROZEN, AccountStatus.CLOSED),
+                ],
+            ),
+            pgtrigger.ReadOnly(name="wallet_read_only", fields=["wallet_address"]),
+        ]
+
+    def __str__(self) -> str:
+        return self.label or self.wallet_address
+
+
+class ApiKey(models.Model):
+    """A trader's API key. Only a SHA-256 of the secret is stored; its scopes are fixed
+    at creation (a trader who needs other scopes creates another key)."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="api_keys")
+    name = models.CharField(max_length=64)
+    prefix = models.CharField(max_length=16, unique=True, help_text="Public id of the key.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    scopes = ArrayField(models.CharField(max_length=16, choices=ApiKeyScope.choices))
+    created_at = CreatedAtField()
+    expires_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API key"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(key_hash__regex=r"^[0-9a-f]{64}$"), name="apikey_hash_format"
+            ),
+            models.CheckConstraint(
+                condition=Q(scopes__len__gt=0) & Q(scopes__contained_by=ApiKeyScope.values),
+                name="apikey_scopes_valid",
+            ),
+            models.CheckConstraint(
+                condition=Q(revoked_at__isnull=True) | Q(revoked_at__gte=F("created_at")),
+                name="apikey_revoked_after_created",
+            ),
+        ]
+        indexes = [models.Index(fields=["account", "-created_at"], name="apikey_account_idx")]
+        triggers = [
+            pgtrigger.ReadOnly(
+                name="identity_read_only",
+                fields=["account", "prefix", "key_hash", "scopes", "created_at"],
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix})"
+
+
+# --------------------------------------------------------------------------------------
+# Orders and the matcher's journal
+# --------------------------------------------------------------------------------------
+
+_ORDER_INSERT_CHECK = """
+    SELECT tick_size, lot_size INTO m_tick, m_lot FROM exchange_market WHERE id = NEW.market_id;
+    IF NEW.price IS NOT NULL AND mod(NEW.price, m_tick) <> 0 THEN
+        RAISE EXCEPTION 'order price % is not a multiple of the tick size %', NEW.price, m_tick
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF NEW.stop_price IS NOT NULL AND mod(NEW.stop_price, m_tick) <> 0 THEN
+        RAISE EXCEPTION 'order stop price % is not a multiple of the tick size %',
+            NEW.stop_price, m_tick USING ERRCODE = 'check_violation';
+    END IF;
+    IF NEW.quantity IS NOT NULL AND mod(NEW.quantity, m_lot) <> 0 THEN
+        RAISE EXCEPTION 'order quantity % is not a multiple of the lot size %', NEW.quantity, m_lot
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF NEW.display_quantity IS NOT NULL AND mod(NEW.display_quantity, m_lot) <> 0 THEN
+        RAISE EXCEPTION 'order display quantity % is not a multiple of the lot size %',
+            NEW.display_quantity, m_lot USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+"""
+
+_STATUS_HISTORY_INSERT = """
+INSERT INTO exchange_orderstatushistory
+    (order_id, from_status, to_status, filled, remaining, sequence, reason, changed_at)
+VALUES
+    (NEW.id, {from_status}, NEW.status, NEW.filled, NEW.remaining, NEW.sequence, NEW.reason,
+     clock_timestamp());
+RETURN NULL;
+"""
+
+
+class Order(models.Model):
+    """An order as signed by the trader (EIP-712) and as the matcher has worked it.
+
+    Quantities are in the base asset. A market BUY may instead carry ``quote_quantity``
+    (spend this much quote), in which case ``quantity`` and ``remaining`` are NULL.
+    ``filled_quote`` is the executed notional; ``average_price`` is its ratio to
+    ``filled``. ``sequence`` is the matcher's time priority within the market.
+    """
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="orders")
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="orders")
+    client_order_id = models.CharField(max_length=64)
+    side = models.CharField(max_length=4, choices=Side.choices)
+    type = models.CharField(max_length=20, choices=OrderType.choices)
+    time_in_force = models.CharField(max_length=3, choices=TimeInForce.choices)
+    post_only = models.BooleanField(default=False)
+    self_trade_prevention = models.CharField(
+        max_length=12,
+        choices=SelfTradePrevention.choices,
+        default=SelfTradePrevention.EXPIRE_TAKER,
+    )
+    price = PriceField(null=True, blank=True)
+    stop_price = PriceField(null=True, blank=True)
+    quantity = AmountField(null=True, blank=True)
+    quote_quantity = AmountField(null=True, blank=True)
+    display_quantity = AmountField(
+        null=True, blank=True, help_text="Iceberg: the part shown on the book."
+    )
+    filled = AmountField(default=0)
+    remaining = AmountField(null=True, blank=True)
+    filled_quote = AmountField(default=0)
+    average_price = PriceField(null=True, blank=True)
+    status = models.CharField(
+        max_length=16, choices=OrderStatus.choices, default=OrderStatus.PENDING
+    )
+    reason = models.CharField(max_length=64, blank=True, help_text="Why rejected/cancelled.")
+    # EIP-712: nonce is a uint256, so NUMERIC(78, 0).
+    nonce = models.DecimalField(max_digits=78, decimal_places=0)
+    signature = models.CharField(max_length=132)
+    order_hash = HashField(unique=True)
+    expires_at = models.DateTimeField(null=True, blank=True, help_text="GTT expiry.")
+    sequence = models.BigIntegerField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = CreatedAtField()
+    updated_at = UpdatedAtField()
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    done_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["account", "nonce"], name="order_unique_nonce"),
+            models.UniqueConstraint(
+                fields=["account", "client_order_id"], name="order_unique_client_order_id"
+            ),
+            models.UniqueConstraint(
+                fields=["market", "sequence"],
+                condition=Q(sequence__isnull=False),
+                name="order_unique_sequence",
+            ),
+            models.CheckConstraint(
+                condition=Q(client_order_id__regex=r"^[A-Za-z0-9_.:-]{1,64}$"),
+                name="order_client_order_id_format",
+            ),
+            # Size: a base quantity, or (market buys only) a quote amount to spend.
+            models.CheckConstraint(
+                condition=Q(quantity__isnull=False, quote_quantity__isnull=True)
+                | Q(
+                    quantity__isnull=True,
+                    quote_quantity__isnull=False,
+                    type=OrderType.MARKET,
+                    side=Side.BUY,
+                ),
+                name="order_quantity_or_quote_quantity",
+            ),
+            models.CheckConstraint(
+                condition=Q(quantity__isnull=True) | Q(quantity__gt=0),
+                name="order_quantity_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(quote_quantity__isnull=True) | Q(quote_quantity__gt=0),
+                name="order_quote_quantity_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(filled__gte=0)
+                & (Q(quantity__isnull=True) | Q(filled__lte=F("quantity"))),
+                name="order_filled_within_quantity",
+            ),
+            models.CheckConstraint(
+                condition=Q(quantity__isnull=True, remaining__isnull=True)
+                | Q(
+                    quantity__isnull=False,
+                    remaining__isnull=False,
+                    remaining=F("quantity") - F("filled"),
+                ),
+                name="order_remaining_is_quantity_minus_filled",
+            ),
+            models.CheckConstraint(
+                condition=Q(filled__gt=0, filled_quote__gt=0, average_price__gt=0)
+                | Q(filled=0, filled_quote=0, average_price__isnull=True),
+                name="order_fill_totals_consistent",
+            ),
+            models.CheckConstraint(
+                condition=Q(quote_quantity__isnull=True) | Q(filled_quote__lte=F("quote_quantity")),
+                name="order_filled_quote_within_quote_quantity",
+            ),
+            # A limit price exactly for the limit types, a trigger price exactly for the
+            # stop and take-profit types.
+            models.CheckConstraint(
+                condition=Q(type__in=LIMIT_TYPES, price__isnull=False, price__gt=0)
+                | (~Q(type__in=LIMIT_TYPES) & Q(price__isnull=True)),
+                name="order_price_iff_limit_type",
+            ),
+            models.CheckConstraint(
+                condition=Q(type__in=STOP_TYPES, stop_price__isnull=False, stop_price__gt=0)
+                | (~Q(type__in=STOP_TYPES) & Q(stop_price__isnull=True)),
+                name="order_stop_price_iff_stop_type",
+            ),
+            models.CheckConstraint(
+                condition=Q(type__in=LIMIT_TYPES)
+                | Q(time_in_force__in=[TimeInForce.IOC, TimeInForce.FOK]),
+                name="order_market_types_do_not_rest",
+            ),
+            models.CheckConstraint(
+                condition=Q(time_in_force=TimeInForce.GTT, expires_at__isnull=False)
+                | (~Q(time_in_force=TimeInForce.GTT) & Q(expires_at__isnull=True)),
+                name="order_expiry_iff_gtt",
+            ),
+            models.CheckConstraint(
+                condition=Q(post_only=False)
+                | Q(type__in=LIMIT_TYPES, time_in_force__in=[TimeInForce.GTC, TimeInForce.GTT]),
+                name="order_post_only_rests",
+            ),
+            models.CheckConstraint(
+                condition=Q(display_quantity__isnull=True)
+                | Q(
+                    display_quantity__gt=0,
+                    display_quantity__lte=F("quantity"),
+                    type__in=LIMIT_TYPES,
+                    time_in_force__in=[TimeInForce.GTC, TimeInForce.GTT],
+                ),
+                name="order_iceberg_rules",
+            ),
+            # Status agrees with the fills: nothing filled before the book saw the order,
+            # something filled and something left when partially filled, all of it when
+            # filled (a quote-amount order is filled when its amount is spent).
+            models.CheckConstraint(
+                condition=Q(
+                    status__in=[OrderStatus.PENDING, OrderStatus.OPEN, OrderStatus.UNTRIGGERED],
+                    filled=0,
+                )
+                | (
+                    Q(status=OrderStatus.PARTIALLY_FILLED, filled__gt=0)
+                    & (Q(remaining__gt=0) | Q(quantity__isnull=True))
+                )
+                | (
+                    Q(status=OrderStatus.FILLED, filled__gt=0)
+                    & (Q(remaining=0) | Q(quantity__isnull=True))
+                )
+                | Q(status=OrderStatus.REJECTED, filled=0)
+                | Q(status__in=[OrderStatus.CANCELLED, OrderStatus.EXPIRED]),
+                name="order_status_matches_fills",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    status=OrderStatus.PENDING, sequence__isnull=True, accepted_at__isnull=True
+                )
+                | (
+                    ~Q(status=OrderStatus.PENDING)
+                    & Q(sequence__isnull=False, sequence__gt=0, accepted_at__isnull=False)
+                ),
+                name="order_sequenced_once_accepted",
+            ),
+            models.CheckConstraint(
+                condition=Q(status__in=TERMINAL_STATUSES, done_at__isnull=False)
+                | (~Q(status__in=TERMINAL_STATUSES) & Q(done_at__isnull=True)),
+                name="order_done_at_iff_terminal",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=OrderStatus.REJECTED) | ~Q(reason=""),
+                name="order_rejection_has_reason",
+            ),
+            models.CheckConstraint(condition=Q(nonce__gte=0), name="order_nonce_non_negative"),
+            models.CheckConstraint(
+                condition=Q(order_hash__regex=HASH_REGEX), name="order_hash_format"
+            ),
+            models.CheckConstraint(
+                condition=Q(signature__regex=SIGNATURE_REGEX), name="order_signature_format"
+            ),
+        ]
+        indexes = [
+            # The matcher rebuilds a book from these rows in price-time priority.
+            models.Index(
+                fields=["market", "side", "price", "sequence"],
+                condition=Q(status__in=LIVE_STATUSES),
+                name="order_live_book_idx",
+            ),
+            models.Index(fields=["account", "-created_at"], name="order_account_recent_idx"),
+            models.Index(
+                fields=["expires_at"],
+                condition=Q(expires_at__isnull=False, status__in=LIVE_STATUSES),
+                name="order_gtt_expiry_idx",
+            ),
+        ]
+        triggers = [
+            updated_at_trigger(),
+            pgtrigger.FSM(
+                name="status_transitions", field="status", transitions=ORDER_STATUS_TRANSITIONS
+            ),
+            pgtrigger.Trigger(
+                name="created_pending",
+                when=pgtrigger.Before,
+                operation=pgtrigger.Insert,
+                condition=pgtrigger.Condition("NEW.status <> 'PENDING'"),
+                func=(
+                    "RAISE EXCEPTION 'orders are created PENDING, not %', NEW.status "
+                    "USING ERRCODE = 'check_violation'; RETURN NULL;"
+                ),
+            ),
+            pgtrigger.Trigger(
+                name="on_market_grid",
+                when=pgtrigger.Before,
+                operation=pgtrigger.Insert
+                | pgtrigger.UpdateOf("price", "stop_price", "quantity", "display_quantity"),
+                declare=[("m_tick", "NUMERIC"), ("m_lot", "NUMERIC")],
+                func=_ORDER_INSERT_CHECK,
+            ),
+            pgtrigger.Trigger(
+                name="history_on_insert",
+                when=pgtrigger.After,
+                operation=pgtrigger.Insert,
+                func=_STATUS_HISTORY_INSERT.format(from_status="NULL"),
+            ),
+            pgtrigger.Trigger(
+                name="history_on_status_change",
+                when=pgtrigger.After,
+                operation=pgtrigger.Update,
+                condition=pgtrigger.Condition("OLD.status IS DISTINCT FROM NEW.status"),
+                func=_STATUS_HISTORY_INSERT.format(from_status="OLD.status"),
+            ),
+            pgtrigger.ReadOnly(
+                name="identity_read_only",
+                fields=[
+                    "account",
+                    "market",
+                    "client_order_id",
+                    "side",
+                    "type",
+                    "time_in_force",
+                    "post_only",
+                    "self_trade_prevention",
+                    "stop_price",
+                    "quote_quantity",
+                    "nonce",
+                    "signature",
+                    "order_hash",
+                    "expires_at",
+                    "created_at",
+                ],
+            ),
+            pgtrigger.Protect(name="protect_delete", operation=pgtrigger.Delete),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.side} {self.type} {self.market_id}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class OrderStatusHistory(models.Model):
+    """Every status an order has had, written by a trigger on ``Order`` (so no code path
+    can change a status without leaving a row here). Append-only."""
+
+    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="status_history")
+    # NULL, not "", on the row that records the order's creation: it had no status.
+    from_status = models.CharField(  # noqa: DJ001
+        max_length=16, choices=OrderStatus.choices, null=True
+    )
+    to_status = models.CharField(max_length=16, choices=OrderStatus.choices)
+    filled = AmountField()
+    remaining = AmountField(null=True)
+    sequence = models.BigIntegerField(null=True)
+    reason = models.CharField(max_length=64, blank=True)
+    changed_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["order", "id"]
+        verbose_name_plural = "order status history"
+        indexes = [models.Index(fields=["order", "id"], name="orderstatushistory_order_idx")]
+        triggers = append_only_triggers()
+
+    def __str__(self) -> str:
+        return f"#{self.order_id}: {self.from_status or '∅'} → {self.to_status}"
+
+
+class OrderCommand(models.Model):
+    """The matcher's inbound journal. The web tier inserts a command in the same
+    transaction as the order (or cancel, amend…); the matcher applies pending commands
+    in ``id`` order and marks them DONE in the transaction that persists the result.
+
+    ``sequence`` is the position at which the matcher applied the command: a per-market
+    gap-free count that *is* time priority.
+    """
+
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="commands")
+    kind = models.CharField(max_length=12, choices=CommandKind.choices)
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, null=True, blank=True, related_name="commands"
+    )
+    order = models.ForeignKey(
+        Order, on_delete=models.PROTECT, null=True, blank=True, related_name="commands"
+    )
+    payload = models.JSONField(default=dict, blank=True)
+    status = models.CharField(
+        max_length=8, choices=CommandStatus.choices, default=CommandStatus.PENDING
+    )
+    sequence = models.BigIntegerField(null=True, blank=True)
+    result = models.JSONField(null=True, blank=True)
+    created_at = CreatedAtField()
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(
+                    kind__in=[CommandKind.PLACE, CommandKind.CANCEL, CommandKind.AMEND],
+                    order__isnull=False,
+                    account__isnull=False,
+                )
+                | Q(kind=CommandKind.CANCEL_ALL, order__isnull=True)
+                | Q(
+                    kind__in=[CommandKind.HALT, CommandKind.RESUME],
+                    order__isnull=True,
+                    account__isnull=True,
+                ),
+                name="ordercommand_targets_match_kind",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    status=CommandStatus.PENDING,
+                    processed_at__isnull=True,
+                    sequence__isnull=True,
+                    result__isnull=True,
+                )
+                | Q(status=CommandStatus.DONE, processed_at__isnull=False, sequence__gt=0),
+                name="ordercommand_done_is_processed",
+            ),
+            models.UniqueConstraint(
+                fields=["market", "sequence"],
+                condition=Q(sequence__isnull=False),
+                name="ordercommand_unique_sequence",
+            ),
+        ]
+        indexes = [
+            # The matcher's "what is left to do" query: pending rows only, in id order.
+            models.Index(
+                fields=["market", "id"],
+                condition=Q(status=CommandStatus.PENDING),
+                name="ordercommand_pending_idx",
+            ),
+        ]
+        triggers = [
+            pgtrigger.Trigger(
+                name="created_pending",
+                when=pgtrigger.Before,
+                operation=pgtrigger.Insert,
+                condition=pgtrigger.Condition("NEW.status <> 'PENDING'"),
+                func=(
+                    "RAISE EXCEPTION 'commands are created PENDING, not %', NEW.status "
+                    "USING ERRCODE = 'check_violation'; RETURN NULL;"
+                ),
+            ),
+            pgtrigger.FSM(
+                name="status_transitions",
+                field="status",
+                transitions=[(CommandStatus.PENDING, CommandStatus.DONE)],
+            ),
+            pgtrigger.ReadOnly(
+                name="command_read_only",
+                exclude=["status", "sequence", "result", "processed_at"],
+            ),
+            pgtrigger.Protect(name="protect_delete", operation=pgtrigger.Delete),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk} ({self.status})"
+
+
+# --------------------------------------------------------------------------------------
+# Trades
+# --------------------------------------------------------------------------------------
+
+_TRADE_PARTIES_CHECK = """
+    SELECT market_id, account_id, side INTO maker FROM exchange_order WHERE id = NEW.maker_order_id;
+    SELECT market_id, account_id, side INTO taker FROM exchange_order WHERE id = NEW.taker_order_id;
+    IF maker.market_id <> NEW.market_id OR taker.market_id <> NEW.market_id THEN
+        RAISE EXCEPTION 'trade % joins orders from another market', NEW.id
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF taker.side <> NEW.aggressor_side OR maker.side = taker.side THEN
+        RAISE EXCEPTION 'trade % sides disagree with its orders', NEW.id
+            USING ERRCODE = 'check_violation';
+    END IF;
+    IF (NEW.aggressor_side = 'BUY'
+            AND (NEW.buyer_id <> taker.account_id OR NEW.seller_id <> maker.account_id))
+       OR (NEW.aggressor_side = 'SELL'
+            AND (NEW.seller_id <> taker.account_id OR NEW.buyer_id <> maker.account_id)) THEN
+        RAISE EXCEPTION 'trade % buyer/seller disagree with its orders'' accounts', NEW.id
+            USING ERRCODE = 'check_violation';
+    END IF;
+    RETURN NEW;
+"""
+
+
+class Trade(models.Model):
+    """One fill between a resting (maker) and an incoming (taker) order, at the maker's
+    price. Immutable once written, apart from its settlement columns. Fees are charged
+    in the quote asset; a negative maker fee is a rebate."""
+
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="trades")
+    sequence = models.BigIntegerField(help_text="Per-market trade number, gap-free.")
+    maker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="maker_trades")
+    taker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="taker_trades")
+    buyer = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="buys")
+    seller = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="sells")
+    aggressor_side = models.CharField(max_length=4, choices=Side.choices)
+    price = PriceField()
+    quantity = AmountField()
+    quote_quantity = AmountField(help_text="price × quantity, exact.")
+    maker_fee = AmountField()
+    taker_fee = AmountField()
+    settlement_status = models.CharField(
+        max_length=8, choices=SettlementStatus.choices, default=SettlementStatus.PENDING
+    )
+    settled_at = models.DateTimeField(null=True, blank=True)
+    executed_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["-executed_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["market", "sequence"], name="trade_unique_sequence"),
+            models.CheckConstraint(
+                condition=Q(price__gt=0, quantity__gt=0, sequence__gt=0),
+                name="trade_price_quantity_positive",
+            ),
+            models.CheckConstraint(
+                condition=Q(quote_quantity=F("price") * F("quantity")),
+                name="trade_quote_quantity_exact",
+            ),
+            # Self-trade prevention, enforced where no code path can skip it.
+            models.CheckConstraint(condition=~Q(buyer=F("seller")), name="trade_no_self_trade"),
+            models.CheckConstraint(
+                condition=~Q(maker_order=F("taker_order")), name="trade_distinct_orders"
+            ),
+            models.CheckConstraint(
+                condition=Q(taker_fee__gte=0, maker_fee__gte=-F("taker_fee")),
+                name="trade_fees_never_net_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(settlement_status=SettlementStatus.SETTLED, settled_at__isnull=False)
+                | (~Q(settlement_status=SettlementStatus.SETTLED) & Q(settled_at__isnull=True)),
+                name="trade_settled_at_iff_settled",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["market", "-executed_at"], name="trade_market_time_idx"),
+            models.Index(fields=["maker_order"], name="trade_maker_order_idx"),
+            models.Index(fields=["taker_order"], name="trade_taker_order_idx"),
+            models.Index(fields=["buyer", "-executed_at"], name="trade_buyer_time_idx"),
+            models.Index(fields=["seller", "-executed_at"], name="trade_seller_time_idx"),
+            models.Index(
+                fields=["id"],
+                condition=~Q(settlement_status=SettlementStatus.SETTLED),
+                name="trade_unsettled_idx",
+            ),
+        ]
+        triggers = [
+            pgtrigger.Protect(name="protect_delete", operation=pgtrigger.Delete),
+            pgtrigger.ReadOnly(name="append_only", exclude=["settlement_status", "settled_at"]),
+            pgtrigger.FSM(
+                name="settlement_transitions",
+                field="settlement_status",
+                transitions=[
+                    (SettlementStatus.PENDING, SettlementStatus.SETTLING),
+                    (SettlementStatus.PENDING, SettlementStatus.SETTLED),
+                    (SettlementStatus.SETTLING, SettlementStatus.SETTLED),
+                    (SettlementStatus.SETTLING, SettlementStatus.FAILED),
+                    (SettlementStatus.FAILED, SettlementStatus.SETTLING),
+                ],
+            ),
+            pgtrigger.Trigger(
+                name="parties_match_orders",
+                when=pgtrigger.Before,
+                operation=pgtrigger.Insert,
+                declare=[("maker", "RECORD"), ("taker", "RECORD")],
+                func=_TRADE_PARTIES_CHECK,
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.market_id}#{self.sequence} {self.quantity}@{self.price}"
+
+
+# --------------------------------------------------------------------------------------
+# Market data
+# --------------------------------------------------------------------------------------
+
+
+class OrderBookSnapshot(models.Model):
+    """A periodic picture of a market: top of book, depth and 24 h statistics."""
+
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="snapshots")
+    sequence = models.BigIntegerField(help_text="Book sequence number the snapshot reflects.")
+    best_bid = PriceField(null=True, blank=True)
+    best_ask = PriceField(null=True, blank=True)
+    spread = PriceField(null=True, blank=True)
+    bids = models.JSONField(default=list, help_text="[[price, quantity], …] best first.")
+    asks = models.JSONField(default=list, help_text="[[price, quantity], …] best first.")
+    last_price = PriceField(null=True, blank=True)
+    open_24h = PriceField(null=True, blank=True)
+    high_24h = PriceField(null=True, blank=True)
+    low_24h = PriceField(null=True, blank=True)
+    volume_24h = AmountField(default=0)
+    quote_volume_24h = AmountField(default=0)
+    trade_count_24h = models.PositiveIntegerField(default=0)
+    taken_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["-taken_at"]
+        get_latest_by = "taken_at"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(best_bid__isnull=True)
+                | Q(best_ask__isnull=True)
+                | Q(best_bid__lt=F("best_ask")),
+                name="orderbooksnapshot_not_crossed",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    best_bid__isnull=False,
+                    best_ask__isnull=False,
+                    spread__isnull=False,
+                    spread=F("best_ask") - F("best_bid"),
+                )
+                | ((Q(best_bid__isnull=True) | Q(best_ask__isnull=True)) & Q(spread__isnull=True)),
+                name="orderbooksnapshot_spread",
+            ),
+            models.CheckConstraint(
+                condition=Q(volume_24h__gte=0, quote_volume_24h__gte=0, sequence__gte=0),
+                name="orderbooksnapshot_volumes_non_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(high_24h__isnull=True)
+                | Q(low_24h__isnull=True)
+                | Q(high_24h__gte=F("low_24h")),
+                name="orderbooksnapshot_high_above_low",
+            ),
+        ]
+        indexes = [models.Index(fields=["market", "-taken_at"], name="obsnapshot_market_time_idx")]
+        triggers = [pgtrigger.Protect(name="protect_update", operation=pgtrigger.Update)]
+
+    def __str__(self) -> str:
+        return f"{self.market_id} @ {self.taken_at:%Y-%m-%d %H:%M:%S}"

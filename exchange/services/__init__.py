@@ -1,0 +1,1 @@
+"""Write operations of the exchange. Each entry point owns its transaction."""

@@ -1,0 +1,1 @@
+"""Money: the double-entry ledger, balances and holds, vault operations, positions and P&L."""
