@@ -41,6 +41,12 @@ class Stack:
 
 
 def _start_postgres(data_dir: Path) -> tuple[str, object]:
+    # pgserver keeps its cross-process lock in the user's runtime directory; give it
+    # one where the login session did not (CI, containers).
+    runtime_dir = Path(f"/tmp/dex-runtime-{os.getuid()}")
+    if not os.environ.get("XDG_RUNTIME_DIR"):
+        runtime_dir.mkdir(mode=0o700, exist_ok=True)
+        os.environ["XDG_RUNTIME_DIR"] = str(runtime_dir)
     import pgserver
     import psycopg
 
@@ -73,6 +79,8 @@ def stack(*, data_dir: Path, settings_module: str) -> Iterator[Stack]:
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", settings_module)
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # The Procfile's commands (uvicorn, celery, …) live beside this interpreter.
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     result = Stack(env=env)
     data_dir.mkdir(parents=True, exist_ok=True)
     if not env.get("DATABASE_URL"):

@@ -1,12 +1,21 @@
 """A developer's machine: ``make run``. DEBUG defaults to on; static files are served
 straight from the apps so no collectstatic step is needed."""
 
+import warnings
+
 from dex.settings.base import *  # noqa: F403
 from dex.settings.base import env
 
 DEBUG = env.bool("DEBUG", default=True)
 WHITENOISE_USE_FINDERS = True
+STATIC_ROOT = None  # served from the apps' static folders; no collectstatic here
 STORAGES["staticfiles"] = {  # noqa: F405
     "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
 }
 DEMO_DATA_ALLOWED = env.bool("DEMO_DATA_ALLOWED", default=True)
+
+# WhiteNoise serves static files with a synchronous iterator; under ASGI Django warns
+# on every file. Harmless here; in production the reverse proxy or a CDN serves /static/.
+warnings.filterwarnings(
+    "ignore", message="StreamingHttpResponse must consume synchronous iterators"
+)

@@ -1,0 +1,49 @@
+"""/healthz reports each dependency and answers 503 when one is down."""
+
+import pytest
+from django.db import connections
+
+from dex import health
+
+pytestmark = pytest.mark.django_db
+
+
+def test_healthz_is_ok_when_postgres_and_redis_answer(client):
+    response = client.get("/healthz")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert body["checks"]["postgres"]["ok"] is True
+    assert body["checks"]["redis"]["ok"] is True
+    assert response["Cache-Control"].startswith("max-age=0")
+
+
+def test_healthz_is_503_when_redis_is_unreachable(client, settings, tmp_path):
+    settings.REDIS_URL = f"unix://{tmp_path}/no-redis-here.sock"
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["redis"] == {
+        "ok": False,
+        "latency_ms": body["checks"]["redis"]["latency_ms"],
+        "error": "ConnectionError",
+    }
+    assert body["checks"]["postgres"]["ok"] is True
+
+
+def test_healthz_is_503_when_postgres_is_unreachable(client, monkeypatch):
+    default = connections["default"]
+    unreachable = default.__class__(
+        {**default.settings_dict, "HOST": "127.0.0.1", "PORT": 1, "OPTIONS": {}},
+        alias="unreachable",
+    )
+    monkeypatch.setattr(health, "connection", unreachable)
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    assert response.json()["checks"]["postgres"]["ok"] is False
+    assert response.json()["checks"]["redis"]["ok"] is True
+
+
+def test_healthz_only_answers_get(client):
+    assert client.post("/healthz").status_code == 405
