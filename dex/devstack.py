@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, urlsplit
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 EMBEDDED_DATABASE = "dex"
+TEST_SETTINGS = "dex.settings.test"
 
 
 @dataclass
@@ -77,7 +78,10 @@ def _start_redis(data_dir: Path) -> tuple[str, object]:
 @contextlib.contextmanager
 def stack(*, data_dir: Path, settings_module: str) -> Iterator[Stack]:
     env = dict(os.environ)
-    env.setdefault("DJANGO_SETTINGS_MODULE", settings_module)
+    if settings_module == TEST_SETTINGS:
+        env["DJANGO_SETTINGS_MODULE"] = TEST_SETTINGS  # never run the suite on other settings
+    else:
+        env.setdefault("DJANGO_SETTINGS_MODULE", settings_module)
     env.setdefault("PYTHONUNBUFFERED", "1")
     # The Procfile's commands (uvicorn, celery, …) live beside this interpreter.
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
@@ -213,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     exe.add_argument("argv", nargs=argparse.REMAINDER)
     args = parser.parse_args(argv)
 
-    settings_module = "dex.settings.test" if args.command == "test" else "dex.settings.local"
+    settings_module = TEST_SETTINGS if args.command == "test" else "dex.settings.local"
     with stack(data_dir=args.data_dir.resolve(), settings_module=settings_module) as stack_:
         if args.command == "run":
             return cmd_run(stack_)
