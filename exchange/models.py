@@ -52,6 +52,7 @@ class OrderType(models.TextChoices):
 
 # Order types that carry a limit price, and those that carry a trigger (stop) price.
 LIMIT_TYPES = (OrderType.LIMIT, OrderType.STOP_LIMIT, OrderType.TAKE_PROFIT_LIMIT)
+MARKET_TYPES = (OrderType.MARKET, OrderType.STOP_MARKET, OrderType.TAKE_PROFIT_MARKET)
 STOP_TYPES = (
     OrderType.STOP_LIMIT,
     OrderType.STOP_MARKET,
@@ -404,6 +405,10 @@ _ORDER_INSERT_CHECK = """
         RAISE EXCEPTION 'order price % is not a multiple of the tick size %', NEW.price, m_tick
             USING ERRCODE = 'check_violation';
     END IF;
+    IF NEW.protection_price IS NOT NULL AND mod(NEW.protection_price, m_tick) <> 0 THEN
+        RAISE EXCEPTION 'order protection price % is not a multiple of the tick size %',
+            NEW.protection_price, m_tick USING ERRCODE = 'check_violation';
+    END IF;
     IF NEW.stop_price IS NOT NULL AND mod(NEW.stop_price, m_tick) <> 0 THEN
         RAISE EXCEPTION 'order stop price % is not a multiple of the tick size %',
             NEW.stop_price, m_tick USING ERRCODE = 'check_violation';
@@ -457,6 +462,16 @@ class Order(models.Model):
     display_quantity = AmountField(
         null=True, blank=True, help_text="Iceberg: the part shown on the book."
     )
+    protection_price = PriceField(
+        null=True,
+        blank=True,
+        help_text="Market buys by quantity: the worst price the trader accepts; funds are "
+        "held at this price and the matcher never fills above it.",
+    )
+    # The fee rates in force for this trader when the order was accepted. Holds reserve
+    # the taker rate, so a hold is exact whatever happens to the market's rates later.
+    maker_fee_rate = RateField(default=0)
+    taker_fee_rate = RateField(default=0)
     filled = AmountField(default=0)
     remaining = AmountField(null=True, blank=True)
     filled_quote = AmountField(default=0)
@@ -549,8 +564,29 @@ class Order(models.Model):
             ),
             models.CheckConstraint(
                 condition=Q(type__in=LIMIT_TYPES)
-                | Q(time_in_force__in=[TimeInForce.IOC, TimeInForce.FOK]),
+                | (
+                    Q(time_in_force__in=[TimeInForce.IOC, TimeInForce.FOK])
+                    & ~Q(status__in=[OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED])
+                ),
                 name="order_market_types_do_not_rest",
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    type__in=MARKET_TYPES,
+                    side=Side.BUY,
+                    quantity__isnull=False,
+                    protection_price__isnull=False,
+                    protection_price__gt=0,
+                )
+                | (
+                    ~Q(type__in=MARKET_TYPES, side=Side.BUY, quantity__isnull=False)
+                    & Q(protection_price__isnull=True)
+                ),
+                name="order_protection_price_for_market_buys",
+            ),
+            models.CheckConstraint(
+                condition=Q(taker_fee_rate__gte=0, maker_fee_rate__gte=-F("taker_fee_rate")),
+                name="order_fee_rates",
             ),
             models.CheckConstraint(
                 condition=Q(time_in_force=TimeInForce.GTT, expires_at__isnull=False)
@@ -681,6 +717,9 @@ class Order(models.Model):
                     "post_only",
                     "self_trade_prevention",
                     "stop_price",
+                    "protection_price",
+                    "maker_fee_rate",
+                    "taker_fee_rate",
                     "quote_quantity",
                     "nonce",
                     "signature",
@@ -863,6 +902,10 @@ class Trade(models.Model):
     quote_quantity = AmountField(help_text="price × quantity, exact.")
     maker_fee = AmountField()
     taker_fee = AmountField()
+    # Each order's remaining quantity after this fill ("leaves"); NULL for an order
+    # sized by quote amount. With these a fill settles from the database alone.
+    maker_remaining = AmountField(null=True, blank=True)
+    taker_remaining = AmountField(null=True, blank=True)
     settlement_status = models.CharField(
         max_length=8, choices=SettlementStatus.choices, default=SettlementStatus.PENDING
     )
@@ -889,6 +932,11 @@ class Trade(models.Model):
             models.CheckConstraint(
                 condition=Q(taker_fee__gte=0, maker_fee__gte=-F("taker_fee")),
                 name="trade_fees_never_net_negative",
+            ),
+            models.CheckConstraint(
+                condition=(Q(maker_remaining__isnull=True) | Q(maker_remaining__gte=0))
+                & (Q(taker_remaining__isnull=True) | Q(taker_remaining__gte=0)),
+                name="trade_remaining_non_negative",
             ),
             models.CheckConstraint(
                 condition=Q(settlement_status=SettlementStatus.SETTLED, settled_at__isnull=False)

@@ -3,4 +3,4 @@ from django.apps import AppConfig
 
 class PortfolioConfig(AppConfig):
     name = "portfolio"
-    verbose_name = "Portfolio & ledger"
+    verbose_name = "Money"

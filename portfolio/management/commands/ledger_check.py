@@ -1,0 +1,25 @@
+"""``manage.py ledger_check``: prove the books; exit 1 naming every difference."""
+
+from django.core.management.base import BaseCommand, CommandError
+
+from portfolio.models import LedgerAccount, Posting
+from portfolio.reconciliation import ledger_check
+
+
+class Command(BaseCommand):
+    help = (
+        "Check that every asset's ledger sums to zero, every balance equals its postings, "
+        "and every hold equals the worst-case cost of its open orders and withdrawals."
+    )
+
+    def handle(self, *args, **options) -> None:
+        problems = ledger_check()
+        self.stdout.write(
+            f"checked {LedgerAccount.objects.count()} ledger accounts, "
+            f"{Posting.objects.count()} postings"
+        )
+        if problems:
+            for problem in problems:
+                self.stderr.write(f"  ✗ {problem}")
+            raise CommandError(f"ledger check failed: {len(problems)} difference(s)")
+        self.stdout.write(self.style.SUCCESS("ledger check passed"))

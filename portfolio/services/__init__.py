@@ -1,0 +1,1 @@
+"""Write operations on money. Each entry point owns its transaction."""

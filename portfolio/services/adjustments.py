@@ -1,0 +1,114 @@
+"""Staff corrections to a trader's balance, under four eyes: one staff user asks,
+a different one approves, and only then is anything posted."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from exchange.models import Account, Asset
+from portfolio.lock_objects import adjustment_lock
+from portfolio.models import (
+    AdjustmentStatus,
+    LedgerAccountKind,
+    LedgerAdjustment,
+    TransactionKind,
+)
+from portfolio.services.ledger import (
+    Entry,
+    LedgerError,
+    Leg,
+    entries_post,
+    ledger_accounts_lock_keys,
+    require_available,
+    trader_account_key,
+    venue_account_key,
+)
+
+
+class AdjustmentError(LedgerError):
+    code = "ADJUSTMENT_ERROR"
+
+
+def _require_staff(user: AbstractBaseUser) -> None:
+    if not (user.is_active and user.is_staff):
+        raise AdjustmentError(f"{user} is not active staff")
+
+
+@transaction.atomic(durable=True)
+def adjustment_request(
+    *,
+    account: Account,
+    asset: Asset,
+    amount: Decimal,
+    reason: str,
+    requested_by: AbstractBaseUser,
+) -> LedgerAdjustment:
+    _require_staff(requested_by)
+    if not isinstance(amount, Decimal) or not amount.is_finite() or amount == 0:
+        raise AdjustmentError(f"amount must be a non-zero decimal, not {amount!r}")
+    if amount != amount.quantize(Decimal("0.00000001")):
+        raise AdjustmentError(f"amount {amount} has more than 8 decimal places")
+    if not reason.strip():
+        raise AdjustmentError("an adjustment needs a reason")
+    return LedgerAdjustment.objects.create(
+        account=account, asset=asset, amount=amount, reason=reason, requested_by=requested_by
+    )
+
+
+def _decide(adjustment: LedgerAdjustment, decided_by: AbstractBaseUser) -> LedgerAdjustment:
+    _require_staff(decided_by)
+    locked = adjustment_lock(adjustment.pk)
+    if locked.status != AdjustmentStatus.PENDING:
+        raise AdjustmentError(f"adjustment {locked.pk} is already {locked.status}")
+    if locked.requested_by_id == decided_by.pk:
+        raise AdjustmentError("an adjustment must be decided by someone other than its requester")
+    return locked
+
+
+@transaction.atomic(durable=True)
+def adjustment_post(
+    *, adjustment: LedgerAdjustment, approved_by: AbstractBaseUser
+) -> LedgerAdjustment:
+    """Approve and post: the trader's available balance moves by ``amount`` against
+    the venue's adjustment account. A debit larger than what is available is refused."""
+    locked = _decide(adjustment, approved_by)
+    keys = [
+        trader_account_key(LedgerAccountKind.AVAILABLE, locked.asset_id, locked.account_id),
+        venue_account_key(LedgerAccountKind.ADJUSTMENT, locked.asset_id),
+    ]
+    accounts = ledger_accounts_lock_keys(keys)
+    available, venue = (accounts[k] for k in keys)
+    if locked.amount < 0:
+        require_available(available, -locked.amount, locked.asset.symbol)
+    entries_post(
+        [
+            Entry(
+                kind=TransactionKind.ADJUSTMENT,
+                idempotency_key=f"adjustment:{locked.pk}",
+                adjustment_id=locked.pk,
+                description=locked.reason[:255],
+                legs=[Leg(available, locked.amount), Leg(venue, -locked.amount)],
+            )
+        ]
+    )
+    locked.status = AdjustmentStatus.POSTED
+    locked.decided_by = approved_by
+    locked.decided_at = timezone.now()
+    locked.save(update_fields=["status", "decided_by", "decided_at"])
+    return locked
+
+
+@transaction.atomic(durable=True)
+def adjustment_reject(
+    *, adjustment: LedgerAdjustment, rejected_by: AbstractBaseUser
+) -> LedgerAdjustment:
+    locked = _decide(adjustment, rejected_by)
+    locked.status = AdjustmentStatus.REJECTED
+    locked.decided_by = rejected_by
+    locked.decided_at = timezone.now()
+    locked.save(update_fields=["status", "decided_by", "decided_at"])
+    return locked

@@ -1,0 +1,384 @@
+"""Posting money: the one place that writes ledger transactions and postings.
+
+Every function here takes its ledger-account locks in primary-key order before it
+reads a balance, and names the economic event with an idempotency key, so a retried
+call posts once. Top-level services own a durable transaction; the ``*_many`` helpers
+join the caller's (the matcher persists a whole batch in one).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from exchange.models import Order, SettlementStatus, Side, Trade
+from portfolio.holds import (
+    ZERO,
+    buy_fill_consumes,
+    order_hold_asset_id,
+    order_hold_required,
+)
+from portfolio.lock_objects import ledger_accounts_lock
+from portfolio.models import (
+    LedgerAccount,
+    LedgerAccountKind,
+    LedgerTransaction,
+    Posting,
+    TransactionKind,
+)
+
+
+class LedgerError(Exception):
+    """A money movement that cannot be made; nothing was posted."""
+
+    code = "LEDGER_ERROR"
+
+
+class InsufficientFunds(LedgerError):
+    code = "INSUFFICIENT_FUNDS"
+
+
+# --------------------------------------------------------------------------------------
+# Ledger accounts
+# --------------------------------------------------------------------------------------
+
+AccountKey = tuple[str, int, int | None, int | None]  # kind, asset, owner, market
+
+
+def trader_account_key(kind: str, asset_id: int, owner_id: int) -> AccountKey:
+    return (kind, asset_id, owner_id, None)
+
+
+def fee_account_key(asset_id: int, market_id: int) -> AccountKey:
+    return (LedgerAccountKind.FEE_REVENUE, asset_id, None, market_id)
+
+
+def venue_account_key(kind: str, asset_id: int) -> AccountKey:
+    return (kind, asset_id, None, None)
+
+
+def ledger_accounts_ensure(keys: Iterable[AccountKey]) -> dict[AccountKey, int]:
+    """The ids of the ledger accounts for ``keys``, creating any that do not exist
+    (concurrent creators are harmless: the unique constraint keeps one)."""
+    wanted = set(keys)
+    found = _ledger_account_ids(wanted)
+    missing = wanted - found.keys()
+    if missing:
+        LedgerAccount.objects.bulk_create(
+            [
+                LedgerAccount(kind=kind, asset_id=asset, owner_id=owner, market_id=market)
+                for kind, asset, owner, market in missing
+            ],
+            ignore_conflicts=True,
+        )
+        found |= _ledger_account_ids(missing)
+    return found
+
+
+def _ledger_account_ids(keys: set[AccountKey]) -> dict[AccountKey, int]:
+    if not keys:
+        return {}
+    kinds = {k[0] for k in keys}
+    assets = {k[1] for k in keys}
+    owners = {k[2] for k in keys if k[2] is not None}
+    found: dict[AccountKey, int] = {}
+    for rows in (
+        LedgerAccount.objects.filter(kind__in=kinds, asset_id__in=assets, owner_id__in=owners),
+        LedgerAccount.objects.filter(kind__in=kinds, asset_id__in=assets, owner__isnull=True),
+    ):
+        for pk, *key in rows.values_list("id", "kind", "asset_id", "owner_id", "market_id"):
+            if tuple(key) in keys:
+                found[tuple(key)] = pk
+    return found
+
+
+def ledger_accounts_lock_keys(keys: Iterable[AccountKey]) -> dict[AccountKey, LedgerAccount]:
+    """Create if needed, then lock (in primary-key order) the accounts for ``keys``.
+    Call inside a transaction."""
+    ids = ledger_accounts_ensure(keys)
+    locked = ledger_accounts_lock(ids.values())
+    return {key: locked[pk] for key, pk in ids.items()}
+
+
+# --------------------------------------------------------------------------------------
+# Posting
+# --------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Leg:
+    account: LedgerAccount
+    amount: Decimal
+    order_id: int | None = None
+
+
+@dataclass(slots=True)
+class Entry:
+    """One ledger transaction to write: its kind, key, references and legs."""
+
+    kind: str
+    idempotency_key: str
+    legs: list[Leg]
+    description: str = ""
+    order_id: int | None = None
+    trade_id: int | None = None
+    vault_operation_id: int | None = None
+    adjustment_id: int | None = None
+
+
+def entries_post(entries: Sequence[Entry]) -> list[LedgerTransaction]:
+    """Write ``entries`` (skipping zero legs) in two bulk inserts. Call inside a
+    transaction holding the locks on every leg's account; the caller has already
+    dropped entries whose idempotency key was posted before. PostgreSQL checks at
+    commit that each balances per asset, and refuses any balance that would go
+    negative."""
+    if not entries:
+        return []
+    transactions = LedgerTransaction.objects.bulk_create(
+        [
+            LedgerTransaction(
+                kind=entry.kind,
+                idempotency_key=entry.idempotency_key,
+                description=entry.description,
+                order_id=entry.order_id,
+                trade_id=entry.trade_id,
+                vault_operation_id=entry.vault_operation_id,
+                adjustment_id=entry.adjustment_id,
+            )
+            for entry in entries
+        ]
+    )
+    postings = []
+    for entry, txn in zip(entries, transactions, strict=True):
+        for leg in entry.legs:
+            if leg.amount:
+                postings.append(
+                    Posting(
+                        transaction_id=txn.pk,
+                        ledger_account_id=leg.account.pk,
+                        amount=leg.amount,
+                        order_id=leg.order_id,
+                    )
+                )
+                leg.account.balance += leg.amount  # keep the locked copy current
+    Posting.objects.bulk_create(postings)
+    return transactions
+
+
+def posted_keys(keys: Iterable[str]) -> set[str]:
+    return set(
+        LedgerTransaction.objects.filter(idempotency_key__in=list(keys)).values_list(
+            "idempotency_key", flat=True
+        )
+    )
+
+
+def require_available(account: LedgerAccount, amount: Decimal, asset_symbol: str) -> None:
+    if account.balance < amount:
+        raise InsufficientFunds(
+            f"insufficient {asset_symbol}: {amount} needed, {account.balance} available"
+        )
+
+
+# --------------------------------------------------------------------------------------
+# Holds for orders
+# --------------------------------------------------------------------------------------
+
+
+def order_holds(order_ids: Iterable[int]) -> dict[int, Decimal]:
+    """What is held for each order now: the sum of its HELD postings."""
+    rows = (
+        Posting.objects.filter(order_id__in=list(order_ids))
+        .values("order_id")
+        .annotate(held=Sum("amount"))
+        .values_list("order_id", "held")
+    )
+    return dict(rows)
+
+
+def holds_sync_many(orders: Sequence[Order], *, kind: str, cause: str) -> list[LedgerTransaction]:
+    """Move each order's hold to exactly what it may still cost (``order_hold_required``):
+    up for a new or enlarged order (``kind`` HOLD), down for a cancel, an expiry or a
+    reduced order (RELEASE). ``cause`` names the event (``placed``, ``amend:<command>``,
+    ``final`` …) and makes the move idempotent: retried, it posts nothing. Raises
+    ``InsufficientFunds`` — posting nothing — when a trader cannot cover an increase.
+    Call inside a transaction, with the orders' rows already in their new state."""
+    entries_keys = {o.pk: f"order:{o.pk}:{cause}" for o in orders}
+    keys = {
+        order.pk: (
+            trader_account_key(
+                LedgerAccountKind.AVAILABLE, order_hold_asset_id(order), order.account_id
+            ),
+            trader_account_key(
+                LedgerAccountKind.HELD, order_hold_asset_id(order), order.account_id
+            ),
+        )
+        for order in orders
+    }
+    accounts = ledger_accounts_lock_keys(k for pair in keys.values() for k in pair)
+    # Read only once the accounts are locked: a concurrent retry of the same move has
+    # committed by now (and is seen), and nothing else can move these holds.
+    already = posted_keys(entries_keys.values())
+    orders = [o for o in orders if entries_keys[o.pk] not in already]
+    current = order_holds(o.pk for o in orders)
+
+    entries = []
+    for order in orders:
+        delta = order_hold_required(order) - current.get(order.pk, ZERO)
+        if not delta:
+            continue
+        available, held_account = (accounts[k] for k in keys[order.pk])
+        if delta > 0:
+            require_available(available, delta, _asset_symbol(order))
+        entries.append(
+            Entry(
+                kind=kind if delta > 0 else TransactionKind.RELEASE,
+                idempotency_key=entries_keys[order.pk],
+                order_id=order.pk,
+                legs=[Leg(available, -delta), Leg(held_account, delta, order_id=order.pk)],
+            )
+        )
+    return entries_post(entries)
+
+
+def _asset_symbol(order: Order) -> str:
+    market = order.market
+    return market.quote.symbol if order.side == Side.BUY else market.base.symbol
+
+
+@transaction.atomic
+def hold_place(*, order: Order, cause: str = "placed") -> LedgerTransaction | None:
+    """Reserve what ``order`` may cost, moving it from available to held. Joins the
+    caller's transaction (the order service writes order, command and hold together).
+    Raises ``InsufficientFunds`` and posts nothing when the trader cannot cover it."""
+    posted = holds_sync_many([order], kind=TransactionKind.HOLD, cause=cause)
+    return posted[0] if posted else None
+
+
+@transaction.atomic
+def hold_release(*, order: Order, cause: str | None = None) -> LedgerTransaction | None:
+    """Give back what ``order`` no longer needs — all of it once it is finished
+    (``cause`` defaults to ``final`` then; a live order's release must name its
+    cause). Joins the caller's transaction."""
+    if cause is None:
+        if not order.is_terminal:
+            raise LedgerError(f"order {order.pk} is live: name the cause of the release")
+        cause = "final"
+    if order_hold_required(order) > order_holds([order.pk]).get(order.pk, ZERO):
+        raise LedgerError(f"order {order.pk} needs more held, not less: use hold_place")
+    posted = holds_sync_many([order], kind=TransactionKind.RELEASE, cause=cause)
+    return posted[0] if posted else None
+
+
+# --------------------------------------------------------------------------------------
+# Settling fills
+# --------------------------------------------------------------------------------------
+
+
+def _trade_entry(trade: Trade, accounts: dict[AccountKey, LedgerAccount]) -> Entry:
+    market = trade.market
+    base, quote = market.base_id, market.quote_id
+    buyer_is_taker = trade.aggressor_side == Side.BUY
+    buy_order = trade.taker_order if buyer_is_taker else trade.maker_order
+    sell_order = trade.maker_order if buyer_is_taker else trade.taker_order
+    buyer_fee = trade.taker_fee if buyer_is_taker else trade.maker_fee
+    seller_fee = trade.maker_fee if buyer_is_taker else trade.taker_fee
+    buyer_remaining = trade.taker_remaining if buyer_is_taker else trade.maker_remaining
+    notional = trade.quote_quantity
+
+    consumed = buy_fill_consumes(
+        buy_order,
+        quantity=trade.quantity,
+        remaining_after=buyer_remaining,
+        notional=notional,
+        fee=buyer_fee,
+    )
+    refund = consumed - notional - buyer_fee
+    if refund < 0:
+        raise LedgerError(f"trade {trade.pk} costs the buyer more than order {buy_order.pk} holds")
+
+    def acct(kind: str, asset: int, owner: int) -> LedgerAccount:
+        return accounts[trader_account_key(kind, asset, owner)]
+
+    A, H = LedgerAccountKind.AVAILABLE, LedgerAccountKind.HELD
+    return Entry(
+        kind=TransactionKind.TRADE,
+        idempotency_key=f"trade:{trade.pk}",
+        trade_id=trade.pk,
+        legs=[
+            # quote: the buyer's hold pays the seller and the fees; leftovers return
+            Leg(acct(H, quote, trade.buyer_id), -consumed, order_id=buy_order.pk),
+            Leg(acct(A, quote, trade.buyer_id), refund),
+            Leg(acct(A, quote, trade.seller_id), notional - seller_fee),
+            Leg(accounts[fee_account_key(quote, market.pk)], buyer_fee + seller_fee),
+            # base: the seller's hold goes to the buyer
+            Leg(acct(H, base, trade.seller_id), -trade.quantity, order_id=sell_order.pk),
+            Leg(acct(A, base, trade.buyer_id), trade.quantity),
+        ],
+    )
+
+
+def _trade_account_keys(trade: Trade) -> list[AccountKey]:
+    market = trade.market
+    A, H = LedgerAccountKind.AVAILABLE, LedgerAccountKind.HELD
+    return [
+        trader_account_key(H, market.quote_id, trade.buyer_id),
+        trader_account_key(A, market.quote_id, trade.buyer_id),
+        trader_account_key(A, market.quote_id, trade.seller_id),
+        fee_account_key(market.quote_id, market.pk),
+        trader_account_key(H, market.base_id, trade.seller_id),
+        trader_account_key(A, market.base_id, trade.buyer_id),
+    ]
+
+
+def trade_settle_many(*, trades: Sequence[Trade]) -> list[LedgerTransaction]:
+    """Settle fills: for each, release the buyer's and seller's holds for the filled
+    part, pay the seller, deliver the base to the buyer, book both fees, and return
+    the buyer's price improvement and unused fee reserve to available. Trades already
+    settled are skipped (idempotent). Call inside a transaction — the matcher's batch
+    — with ``market``, ``maker_order`` and ``taker_order`` loaded on each trade."""
+    if not trades:
+        return []
+    accounts = ledger_accounts_lock_keys(k for t in trades for k in _trade_account_keys(t))
+    # Checked under the locks, so a concurrent settlement of the same fill is seen.
+    already = posted_keys(f"trade:{t.pk}" for t in trades)
+    todo = [t for t in trades if f"trade:{t.pk}" not in already]
+    if not todo:
+        return []
+    posted = entries_post([_trade_entry(trade, accounts) for trade in todo])
+    Trade.objects.filter(pk__in=[t.pk for t in todo]).exclude(
+        settlement_status=SettlementStatus.SETTLED
+    ).update(settlement_status=SettlementStatus.SETTLED, settled_at=timezone.now())
+    return posted
+
+
+@transaction.atomic(durable=True)
+def trade_settle(*, trade: Trade) -> LedgerTransaction | None:
+    """Settle one fill in its own transaction (see ``trade_settle_many``)."""
+    trade = Trade.objects.select_related("market", "maker_order", "taker_order").get(pk=trade.pk)
+    posted = trade_settle_many(trades=[trade])
+    return posted[0] if posted else None
+
+
+def trades_for_settlement(trade_ids: Iterable[int]) -> list[Trade]:
+    return list(
+        Trade.objects.filter(pk__in=list(trade_ids))
+        .select_related("market", "maker_order", "taker_order")
+        .order_by("pk")
+    )
+
+
+def balances_by_key(keys: Iterable[AccountKey]) -> dict[AccountKey, Decimal]:
+    """Current balances (zero for accounts never used)."""
+    ids = _ledger_account_ids(set(keys))
+    values = dict(LedgerAccount.objects.filter(pk__in=ids.values()).values_list("pk", "balance"))
+    result: dict[AccountKey, Decimal] = defaultdict(lambda: ZERO)
+    for key, pk in ids.items():
+        result[key] = values[pk]
+    return result

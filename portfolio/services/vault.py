@@ -1,0 +1,298 @@
+"""Deposits and withdrawals through the on-chain vault."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.utils import timezone
+
+from exchange.models import Account, AccountStatus, Asset
+from exchange.services.accounts import wallet_address_normalize
+from portfolio.lock_objects import vault_operation_lock
+from portfolio.models import (
+    LedgerAccountKind,
+    TransactionKind,
+    VaultOperation,
+    VaultOperationKind,
+    VaultOperationStatus,
+    WithdrawalLimit,
+)
+from portfolio.services.ledger import (
+    Entry,
+    LedgerError,
+    Leg,
+    entries_post,
+    ledger_accounts_lock_keys,
+    require_available,
+    trader_account_key,
+    venue_account_key,
+)
+
+
+class VaultError(LedgerError):
+    code = "VAULT_ERROR"
+
+
+class IdempotencyConflict(VaultError):
+    """The same idempotency key came with a different request."""
+
+    code = "IDEMPOTENCY_CONFLICT"
+
+
+class InvalidTransition(VaultError):
+    code = "INVALID_STATE"
+
+
+def _positive(amount: Decimal) -> Decimal:
+    if not isinstance(amount, Decimal) or not amount.is_finite() or amount <= 0:
+        raise VaultError(f"amount must be a positive decimal, not {amount!r}")
+    if amount != amount.quantize(Decimal("0.00000001")):
+        raise VaultError(f"amount {amount} has more than 8 decimal places")
+    return amount
+
+
+def _same_request(existing: VaultOperation, **fields) -> VaultOperation:
+    for name, value in fields.items():
+        if getattr(existing, name) != value:
+            raise IdempotencyConflict(
+                f"idempotency key {existing.idempotency_key!r} was used for a different "
+                f"request ({name} {getattr(existing, name)!r} ≠ {value!r})"
+            )
+    return existing
+
+
+@transaction.atomic(durable=True)
+def deposit_credit(
+    *,
+    account: Account,
+    asset: Asset,
+    amount: Decimal,
+    tx_hash: str,
+    log_index: int,
+    block_number: int,
+) -> VaultOperation:
+    """Credit a deposit seen on chain (the vault's Deposit event ``tx_hash``/``log_index``)
+    to the trader's available balance. The same event credits once, however often it
+    is reported."""
+    amount = _positive(amount)
+    key = f"deposit:{tx_hash.lower()}:{log_index}"
+    existing = VaultOperation.objects.filter(idempotency_key=key).first()
+    if existing:
+        return _same_request(existing, account_id=account.pk, asset_id=asset.pk, amount=amount)
+
+    keys = [
+        venue_account_key(LedgerAccountKind.VAULT, asset.pk),
+        trader_account_key(LedgerAccountKind.AVAILABLE, asset.pk, account.pk),
+    ]
+    accounts = ledger_accounts_lock_keys(keys)
+    vault, available = (accounts[k] for k in keys)
+    # Re-read under the lock: a concurrent report of the same event has committed.
+    existing = VaultOperation.objects.filter(idempotency_key=key).first()
+    if existing:
+        return _same_request(existing, account_id=account.pk, asset_id=asset.pk, amount=amount)
+    operation = VaultOperation.objects.create(
+        account=account,
+        asset=asset,
+        kind=VaultOperationKind.DEPOSIT,
+        status=VaultOperationStatus.COMPLETED,
+        amount=amount,
+        idempotency_key=key,
+        tx_hash=tx_hash.lower(),
+        log_index=log_index,
+        block_number=block_number,
+        completed_at=timezone.now(),
+    )
+    entries_post(
+        [
+            Entry(
+                kind=TransactionKind.DEPOSIT,
+                idempotency_key=key,
+                vault_operation_id=operation.pk,
+                legs=[Leg(vault, -amount), Leg(available, amount)],
+            )
+        ]
+    )
+    operation.balance_after = available.balance
+    operation.save(update_fields=["balance_after"])
+    return operation
+
+
+def _withdrawal_accounts(operation: VaultOperation):
+    asset, owner = operation.asset_id, operation.account_id
+    keys = [
+        trader_account_key(LedgerAccountKind.AVAILABLE, asset, owner),
+        trader_account_key(LedgerAccountKind.HELD, asset, owner),
+        venue_account_key(LedgerAccountKind.VAULT, asset),
+    ]
+    accounts = ledger_accounts_lock_keys(keys)
+    return (accounts[k] for k in keys)
+
+
+@transaction.atomic(durable=True)
+def withdrawal_request(
+    *,
+    account: Account,
+    asset: Asset,
+    amount: Decimal,
+    destination_address: str,
+    idempotency_key: str,
+) -> VaultOperation:
+    """Hold ``amount`` for a withdrawal to ``destination_address``. It is approved at
+    once when within the trader's KYC-tier limit, otherwise it waits for staff. A retry
+    with the same key returns the original request."""
+    amount = _positive(amount)
+    destination = wallet_address_normalize(destination_address)
+    key = f"withdrawal:{account.pk}:{idempotency_key}"
+    existing = VaultOperation.objects.filter(idempotency_key=key).first()
+    if existing:
+        return _same_request(
+            existing, asset_id=asset.pk, amount=amount, destination_address=destination
+        )
+    if account.status != AccountStatus.ACTIVE:
+        raise VaultError(f"account {account.pk} is {account.status}: withdrawals are blocked")
+
+    operation = VaultOperation(
+        account=account,
+        asset=asset,
+        kind=VaultOperationKind.WITHDRAWAL,
+        status=VaultOperationStatus.REQUESTED,
+        amount=amount,
+        idempotency_key=key,
+        destination_address=destination,
+    )
+    available, held, _vault = _withdrawal_accounts(operation)
+    existing = VaultOperation.objects.filter(idempotency_key=key).first()  # under the lock
+    if existing:
+        return _same_request(
+            existing, asset_id=asset.pk, amount=amount, destination_address=destination
+        )
+    require_available(available, amount, asset.symbol)
+    operation.save()
+    entries_post(
+        [
+            Entry(
+                kind=TransactionKind.WITHDRAWAL_HOLD,
+                idempotency_key=f"vaultop:{operation.pk}:hold",
+                vault_operation_id=operation.pk,
+                legs=[Leg(available, -amount), Leg(held, amount)],
+            )
+        ]
+    )
+    operation.balance_after = available.balance
+    operation.save(update_fields=["balance_after"])
+
+    limit = WithdrawalLimit.objects.filter(kyc_tier=account.kyc_tier, asset=asset).first()
+    if limit is not None and amount <= limit.auto_approve_max:
+        _transition(operation, VaultOperationStatus.APPROVED, reviewed_at=timezone.now())
+    return operation
+
+
+def _transition(operation: VaultOperation, to: str, **fields) -> VaultOperation:
+    operation.status = to
+    for name, value in fields.items():
+        setattr(operation, name, value)
+    operation.save(update_fields=["status", *fields])
+    return operation
+
+
+def _locked_withdrawal(operation: VaultOperation, *allowed: str) -> VaultOperation:
+    locked = vault_operation_lock(operation.pk)
+    if locked.kind != VaultOperationKind.WITHDRAWAL:
+        raise VaultError(f"vault operation {locked.pk} is not a withdrawal")
+    if locked.status not in allowed:
+        raise InvalidTransition(
+            f"withdrawal {locked.pk} is {locked.status}; expected {' or '.join(allowed)}"
+        )
+    return locked
+
+
+def _release(operation: VaultOperation) -> None:
+    available, held, _vault = _withdrawal_accounts(operation)
+    entries_post(
+        [
+            Entry(
+                kind=TransactionKind.WITHDRAWAL_RELEASE,
+                idempotency_key=f"vaultop:{operation.pk}:release",
+                vault_operation_id=operation.pk,
+                legs=[Leg(held, -operation.amount), Leg(available, operation.amount)],
+            )
+        ]
+    )
+
+
+@transaction.atomic(durable=True)
+def withdrawal_approve(
+    *, withdrawal: VaultOperation, approved_by: AbstractBaseUser
+) -> VaultOperation:
+    operation = _locked_withdrawal(withdrawal, VaultOperationStatus.REQUESTED)
+    return _transition(
+        operation,
+        VaultOperationStatus.APPROVED,
+        reviewed_by=approved_by,
+        reviewed_at=timezone.now(),
+    )
+
+
+@transaction.atomic(durable=True)
+def withdrawal_reject(
+    *, withdrawal: VaultOperation, rejected_by: AbstractBaseUser, reason: str
+) -> VaultOperation:
+    """Refuse a withdrawal that has not been sent; its amount returns to available."""
+    if not reason.strip():
+        raise VaultError("a rejection needs a reason")
+    operation = _locked_withdrawal(
+        withdrawal, VaultOperationStatus.REQUESTED, VaultOperationStatus.APPROVED
+    )
+    _release(operation)
+    return _transition(
+        operation,
+        VaultOperationStatus.REJECTED,
+        reason=reason,
+        reviewed_by=rejected_by,
+        reviewed_at=timezone.now(),
+    )
+
+
+@transaction.atomic(durable=True)
+def withdrawal_process(*, withdrawal: VaultOperation) -> VaultOperation:
+    """The sender has picked an approved withdrawal up and is sending it on chain."""
+    operation = _locked_withdrawal(withdrawal, VaultOperationStatus.APPROVED)
+    return _transition(operation, VaultOperationStatus.PROCESSING)
+
+
+@transaction.atomic(durable=True)
+def withdrawal_complete(
+    *, withdrawal: VaultOperation, tx_hash: str, block_number: int
+) -> VaultOperation:
+    """The withdrawal is final on chain: the held amount leaves the vault."""
+    operation = _locked_withdrawal(withdrawal, VaultOperationStatus.PROCESSING)
+    _available, held, vault = _withdrawal_accounts(operation)
+    entries_post(
+        [
+            Entry(
+                kind=TransactionKind.WITHDRAWAL,
+                idempotency_key=f"vaultop:{operation.pk}:paid",
+                vault_operation_id=operation.pk,
+                legs=[Leg(held, -operation.amount), Leg(vault, operation.amount)],
+            )
+        ]
+    )
+    return _transition(
+        operation,
+        VaultOperationStatus.COMPLETED,
+        tx_hash=tx_hash.lower(),
+        block_number=block_number,
+        completed_at=timezone.now(),
+    )
+
+
+@transaction.atomic(durable=True)
+def withdrawal_fail(*, withdrawal: VaultOperation, reason: str) -> VaultOperation:
+    """Sending failed on chain: nothing left the vault, the amount returns to available."""
+    if not reason.strip():
+        raise VaultError("a failure needs a reason")
+    operation = _locked_withdrawal(withdrawal, VaultOperationStatus.PROCESSING)
+    _release(operation)
+    return _transition(operation, VaultOperationStatus.FAILED, reason=reason)
