@@ -397,18 +397,22 @@ class OrderBook:
     def expire(self, now: int) -> list[Event]:
         """Expire GTT orders (resting or untriggered) with ``expire_at <= now``.
 
-        Orders expire in order of expiry time, then of acceptance.  The book remembers the
-        latest ``now`` it was given; it never moves backwards.
+        Orders expire in order of expiry time, then of time priority (``sequence``).  The book
+        remembers the latest ``now`` it was given; it never moves backwards.
         """
         if self.now is None or now > self.now:
             self.now = now
         heap = self._expiries
         orders = self._orders
-        events: list[Event] = []
+        due = []
         while heap and heap[0][0] <= now:
             order = heappop(heap)[2]
-            if orders.get(order.order_id) is not order:
-                continue
+            # Entries of orders that already finished (or whose id was reused) are stale.
+            if orders.get(order.order_id) is order:
+                due.append(order)
+        due.sort(key=_by_expiry)
+        events: list[Event] = []
+        for order in due:
             events.append(Expired(order.order_id, order.account, order.remaining))
             self._remove(order, events)
         return events
@@ -431,8 +435,9 @@ class OrderBook:
     ) -> None:
         """Rebuild an empty book from persisted state, without matching and without events.
 
-        ``resting_orders`` are open limit orders and untriggered stop orders, in time
-        priority; each one's ``quantity`` is its *remaining* quantity.  A preset
+        ``resting_orders`` are open limit orders and stop orders, in time priority; each one's
+        ``quantity`` is its *remaining* quantity.  A stop order goes back to the untriggered
+        list unless ``order.triggered`` is set (a fired stop-limit resting on the book).  A preset
         ``order.sequence`` is kept (and the book's counter moves past it), otherwise the next
         stamp is assigned.  An iceberg comes back showing a full display slice.  Raises
         ValueError on an invalid order, a duplicate id, a market/IOC/FOK order, or a crossed
@@ -449,7 +454,7 @@ class OrderBook:
             # A resting GTT that expired while the matcher was down is still restored; the
             # caller's first expire(now) removes it with a proper Expired event.
             saved_now, self.now = self.now, None
-            reason = self._check(order)
+            reason = self._check(order, restoring=True)
             self.now = saved_now
             if reason is not None:
                 raise ValueError(f"cannot restore {order!r}: {reason}")
@@ -465,7 +470,7 @@ class OrderBook:
                 self.sequence = order.sequence
             if order.expire_at is not None:
                 heappush(self._expiries, (order.expire_at, order.sequence, order))
-            if order.order_type in _STOP_TYPES:
+            if order.order_type in _STOP_TYPES and not order.triggered:
                 order.visible = 0
                 order._level = None
                 self._orders[order.order_id] = order
@@ -482,7 +487,7 @@ class OrderBook:
 
     # ---------------------------------------------------------------- internals
 
-    def _check(self, order: Order) -> Reason | None:
+    def _check(self, order: Order, restoring: bool = False) -> Reason | None:
         """Return why ``order`` is invalid, or None; normalises its enums and sets remaining.
 
         Checks run in a fixed order so that the reason for an order with several faults is
@@ -567,7 +572,7 @@ class OrderBook:
             is_market
             or type(display) is not int
             or display <= 0
-            or display > quantity
+            or (display > quantity and not restoring)
             or display % self.lot_size
         ):
             return Reason.INVALID_DISPLAY_QUANTITY
@@ -579,6 +584,7 @@ class OrderBook:
         """Enter a stop whose condition holds, as a LIMIT or MARKET with a new stamp."""
         self.sequence = seq = self.sequence + 1
         order.sequence = seq
+        order.triggered = True
         events.append(
             Triggered(order.order_id, order.account, order.stop_price, self.last_price, seq)
         )
@@ -1057,3 +1063,7 @@ class OrderBook:
 
 def _by_sequence(order: Order) -> int:
     return order.sequence
+
+
+def _by_expiry(order: Order) -> tuple[int, int]:
+    return order.expire_at, order.sequence

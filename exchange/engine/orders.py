@@ -11,7 +11,8 @@ class Order:
     ``OrderBook.submit`` takes ownership: the same object becomes the book's resting record
     (this saves an allocation per order on the hot path), so do not reuse or mutate it after
     submitting.  ``remaining`` and ``visible`` are maintained by the book and are readable;
-    ``sequence`` is the time-priority stamp the book assigns (``restore`` honours a preset one).
+    ``sequence`` is the time-priority stamp the book assigns (``restore`` honours a preset one)
+    and ``triggered`` turns True when a stop fires (set it when restoring a fired stop-limit).
 
     ``quantity`` is in lots; a market BUY may instead carry ``quote_amount`` in quote units
     (ticks x lots).  ``time_in_force`` None means GTC for limit types and IOC for market types.
@@ -38,6 +39,7 @@ class Order:
         "stop_price",
         "stp",
         "time_in_force",
+        "triggered",
         "visible",
     )
 
@@ -58,6 +60,7 @@ class Order:
         stp: SelfTradePrevention = SelfTradePrevention.EXPIRE_TAKER,
         quote_amount: int | None = None,
         sequence: int | None = None,
+        triggered: bool = False,
     ) -> None:
         self.order_id = order_id
         self.account = account
@@ -73,6 +76,7 @@ class Order:
         self.stp = stp
         self.quote_amount = quote_amount
         self.sequence = sequence
+        self.triggered = triggered
 
     def __repr__(self) -> str:
         fields = [
