@@ -10,13 +10,12 @@ units (ticks x lots) instead of lots.
 """
 
 from collections.abc import Hashable
-from enum import StrEnum
 from typing import NamedTuple
 
-from exchange.engine.types import Reason, Side
+from exchange.engine.types import Reason, Side, _FastStrEnum
 
 
-class EventKind(StrEnum):
+class EventKind(_FastStrEnum):
     ACCEPTED = "ACCEPTED"
     REJECTED = "REJECTED"
     TRADE = "TRADE"
