@@ -181,8 +181,11 @@ class OrderBook:
         """The top ``levels`` of each side as (price, visible total), best first."""
         bids = self._bids
         asks = self._asks
+        bid_prices = self._bid_prices
+        top = len(bid_prices)
         return (
-            [(p, bids[p].total) for p in self._bid_prices.islice(0, levels, reverse=True)],
+            # islice(reverse=True) reverses the slice it is given: take the highest bids.
+            [(p, bids[p].total) for p in bid_prices.islice(max(0, top - levels), top, True)],
             [(p, asks[p].total) for p in self._ask_prices.islice(0, levels)],
         )
 

@@ -283,6 +283,7 @@ class BookAgainstReference(RuleBasedStateMachine):
     @invariant()
     def same_book_as_reference(self) -> None:
         assert self.book.depth(1000) == self.ref.depth(1000)
+        assert self.book.depth(2) == self.ref.depth(2)
         assert [(o.order_id, o.remaining, o.sequence) for o in self.book.stop_orders()] == [
             (o.order_id, o.remaining, o.sequence) for o in self.ref.stops()
         ]
