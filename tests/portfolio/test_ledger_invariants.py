@@ -1,0 +1,201 @@
+"""The ledger's rules are PostgreSQL's: each test goes around the services (raw SQL,
+bare ORM writes) and expects the database to refuse."""
+
+from contextlib import contextmanager
+from decimal import Decimal
+
+import pytest
+from django.db import DatabaseError, IntegrityError, connection, transaction
+
+from portfolio.models import (
+    AdjustmentStatus,
+    LedgerAccount,
+    LedgerAccountKind,
+    LedgerAdjustment,
+    LedgerTransaction,
+    Posting,
+)
+from tests.factories import AccountFactory, OrderFactory
+from tests.portfolio import sim
+
+D = Decimal
+
+
+def sql(statement: str, params=()) -> None:
+    with connection.cursor() as cursor:
+        cursor.execute(statement, params)
+
+
+@contextmanager
+def refused(rule: str):
+    with pytest.raises(DatabaseError, match=rule), transaction.atomic():
+        yield
+
+
+def accounts(asset, owner):
+    available = LedgerAccount.objects.create(
+        kind=LedgerAccountKind.AVAILABLE, asset=asset, owner=owner
+    )
+    vault = LedgerAccount.objects.get_or_create(kind=LedgerAccountKind.VAULT, asset=asset)[0]
+    return available, vault
+
+
+def post(kind: str, key: str, *legs) -> LedgerTransaction:
+    txn = LedgerTransaction.objects.create(kind=kind, idempotency_key=key)
+    for account, amount, *order in legs:
+        Posting.objects.create(
+            transaction=txn,
+            ledger_account=account,
+            amount=D(amount),
+            order=order[0] if order else None,
+        )
+    return txn
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_transaction_that_does_not_balance_is_refused_at_commit(quote):
+    available, vault = accounts(quote, AccountFactory())
+    with pytest.raises(IntegrityError, match="does not balance"), transaction.atomic():
+        post("DEPOSIT", "unbalanced", (vault, "-100"), (available, "99"))
+    assert not LedgerTransaction.objects.exists()
+    assert LedgerAccount.objects.get(pk=available.pk).balance == 0
+
+    with transaction.atomic():
+        post("DEPOSIT", "balanced", (vault, "-100"), (available, "100"))
+    assert LedgerAccount.objects.get(pk=available.pk).balance == D(100)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_transaction_must_balance_per_asset_not_in_total(base, quote):
+    owner = AccountFactory()
+    base_available, base_vault = accounts(base, owner)
+    sim.deposit(owner, quote, "10")
+    quote_available = LedgerAccount.objects.get(
+        kind=LedgerAccountKind.AVAILABLE, asset=quote, owner=owner
+    )
+    with pytest.raises(IntegrityError, match="does not balance"), transaction.atomic():
+        # Sums to zero overall, but creates 5 base and destroys 5 quote.
+        post("ADJUSTMENT", "cross-asset", (base_available, "5"), (quote_available, "-5"))
+    assert base_vault.balance == 0
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_transaction_without_postings_is_refused_at_commit():
+    with pytest.raises(IntegrityError, match="has no postings"), transaction.atomic():
+        LedgerTransaction.objects.create(kind="DEPOSIT", idempotency_key="empty")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_postings_cannot_be_added_to_an_earlier_transaction(quote):
+    available, vault = accounts(quote, AccountFactory())
+    with transaction.atomic():
+        txn = post("DEPOSIT", "first", (vault, "-100"), (available, "100"))
+    with refused("in the database transaction that created it"):
+        Posting.objects.create(transaction=txn, ledger_account=available, amount=D(1))
+
+
+@pytest.mark.django_db
+def test_balances_never_go_negative(quote):
+    available, vault = accounts(quote, AccountFactory())
+    with refused("ledgeraccount_balance_sign"):
+        post("WITHDRAWAL", "overdraw", (available, "-1"), (vault, "1"))
+
+
+@pytest.mark.django_db
+def test_a_balance_moves_only_through_postings(quote):
+    available, _vault = accounts(quote, AccountFactory())
+    with refused("only through postings"):
+        LedgerAccount.objects.filter(pk=available.pk).update(balance=D(1000))
+    with refused("only through postings"):
+        sql("UPDATE portfolio_ledgeraccount SET balance = 5 WHERE id = %s", [available.pk])
+
+
+@pytest.mark.django_db
+def test_postings_and_transactions_are_append_only(quote):
+    available, vault = accounts(quote, AccountFactory())
+    txn = post("DEPOSIT", "d1", (vault, "-100"), (available, "100"))
+    posting = txn.postings.first()
+    with refused("Cannot update rows"):
+        Posting.objects.filter(pk=posting.pk).update(amount=D(1))
+    with refused("Cannot delete rows"):
+        sql("DELETE FROM portfolio_posting WHERE id = %s", [posting.pk])
+    with refused("Cannot update rows"):
+        LedgerTransaction.objects.filter(pk=txn.pk).update(idempotency_key="other")
+    with refused("Cannot delete rows"):
+        sql("DELETE FROM portfolio_ledgertransaction WHERE id = %s", [txn.pk])
+
+
+@pytest.mark.django_db
+def test_an_idempotency_key_posts_once(quote):
+    available, vault = accounts(quote, AccountFactory())
+    post("DEPOSIT", "chain:0xabc:1", (vault, "-100"), (available, "100"))
+    with refused("idempotency_key"):
+        post("DEPOSIT", "chain:0xabc:1", (vault, "-100"), (available, "100"))
+
+
+@pytest.mark.django_db
+def test_a_posting_may_name_an_order_only_on_that_traders_held_account(market, buyer):
+    order = sim.place(buyer, market, "BUY", "1", "100")
+    stranger = AccountFactory()
+    held = LedgerAccount.objects.create(
+        kind=LedgerAccountKind.HELD, asset=market.quote, owner=stranger
+    )
+    available = LedgerAccount.objects.create(
+        kind=LedgerAccountKind.AVAILABLE, asset=market.quote, owner=stranger
+    )
+    sim.deposit(stranger, market.quote, "10")
+    with refused("may name an order"):
+        post("HOLD", "wrong-owner", (available, "-1"), (held, "1", order))
+    own_available = LedgerAccount.objects.get(
+        kind=LedgerAccountKind.AVAILABLE, asset=market.quote, owner=buyer
+    )
+    own_held = LedgerAccount.objects.get(
+        kind=LedgerAccountKind.HELD, asset=market.quote, owner=buyer
+    )
+    with refused("may name an order"):
+        post("HOLD", "not-held", (own_held, "-1"), (own_available, "1", order))
+
+
+@pytest.mark.django_db
+def test_ledger_accounts_belong_to_what_their_kind_says(quote, market):
+    with refused("ledgeraccount_owner_matches_kind"):
+        LedgerAccount.objects.create(kind=LedgerAccountKind.AVAILABLE, asset=quote)
+    with refused("ledgeraccount_owner_matches_kind"):
+        LedgerAccount.objects.create(kind=LedgerAccountKind.FEE_REVENUE, asset=quote)
+    with refused("ledgeraccount_owner_matches_kind"):
+        LedgerAccount.objects.create(
+            kind=LedgerAccountKind.VAULT, asset=quote, owner=AccountFactory()
+        )
+    LedgerAccount.objects.create(kind=LedgerAccountKind.VAULT, asset=quote)
+    with refused("ledgeraccount_unique"):  # one vault account per asset, NULLs included
+        LedgerAccount.objects.create(kind=LedgerAccountKind.VAULT, asset=quote)
+
+
+@pytest.mark.django_db
+def test_an_adjustment_is_never_approved_by_its_requester(quote, staff):
+    adjustment = LedgerAdjustment.objects.create(
+        account=AccountFactory(), asset=quote, amount=D(5), reason="refund", requested_by=staff
+    )
+    with refused("adjustment_four_eyes"):
+        sql(
+            "UPDATE portfolio_ledgeradjustment SET status = 'POSTED', decided_by_id = %s,"
+            " decided_at = now() WHERE id = %s",
+            [staff.pk, adjustment.pk],
+        )
+    with refused("Cannot update rows"):
+        LedgerAdjustment.objects.filter(pk=adjustment.pk).update(amount=D(500))
+    assert LedgerAdjustment.objects.get(pk=adjustment.pk).status == AdjustmentStatus.PENDING
+
+
+@pytest.mark.django_db
+def test_trade_leaves_are_never_negative(market, buyer, seller):
+    ask = sim.place(seller, market, "SELL", "1", "100")
+    bid = OrderFactory(market=market, account=buyer)
+    with refused("trade_remaining_non_negative|Cannot"):
+        sql(
+            "INSERT INTO exchange_trade (market_id, sequence, maker_order_id, taker_order_id,"
+            " buyer_id, seller_id, aggressor_side, price, quantity, quote_quantity, maker_fee,"
+            " taker_fee, maker_remaining, taker_remaining, settlement_status, executed_at)"
+            " VALUES (%s, 1, %s, %s, %s, %s, 'BUY', 100, 1, 100, 0, 0, -1, 0, 'PENDING', now())",
+            [market.pk, ask.pk, bid.pk, buyer.pk, seller.pk],
+        )

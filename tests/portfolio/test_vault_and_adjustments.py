@@ -1,0 +1,302 @@
+"""Deposits credit once; withdrawals hold, wait for approval above the trader's limit,
+and either leave the vault or return to available; staff corrections need two
+people. ``ledger_check`` passes after each case."""
+
+from decimal import Decimal
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.db import connection
+
+from exchange.models import AccountStatus
+from portfolio.models import (
+    AdjustmentStatus,
+    Balance,
+    FeeTier,
+    LedgerAccount,
+    LedgerAccountKind,
+    LedgerTransaction,
+    VaultOperationStatus,
+    WithdrawalLimit,
+)
+from portfolio.reconciliation import ledger_check
+from portfolio.selectors import fee_rates_for
+from portfolio.services.adjustments import (
+    AdjustmentError,
+    adjustment_post,
+    adjustment_reject,
+    adjustment_request,
+)
+from portfolio.services.ledger import InsufficientFunds
+from portfolio.services.vault import (
+    IdempotencyConflict,
+    InvalidTransition,
+    VaultError,
+    deposit_credit,
+    withdrawal_approve,
+    withdrawal_complete,
+    withdrawal_fail,
+    withdrawal_process,
+    withdrawal_reject,
+    withdrawal_request,
+)
+from tests.factories import AccountFactory, random_hex
+from tests.portfolio import sim
+
+pytestmark = pytest.mark.django_db
+D = Decimal
+DESTINATION = "0x" + "ab" * 20
+
+
+def balance(account, asset) -> tuple[Decimal, Decimal]:
+    row = Balance.objects.filter(account=account, asset=asset).first()
+    return (row.available, row.held) if row else (D(0), D(0))
+
+
+def vault_balance(asset) -> Decimal:
+    return LedgerAccount.objects.get(kind=LedgerAccountKind.VAULT, asset=asset).balance
+
+
+@pytest.fixture
+def books_balance(request):
+    yield
+    assert ledger_check() == []
+
+
+# --- deposits ------------------------------------------------------------------------
+
+
+def test_a_deposit_event_is_credited_once(quote, books_balance):
+    trader = AccountFactory()
+    event = {"tx_hash": random_hex(32), "log_index": 3, "block_number": 100}
+    first = deposit_credit(account=trader, asset=quote, amount=D("250.5"), **event)
+    again = deposit_credit(account=trader, asset=quote, amount=D("250.5"), **event)
+    assert again.pk == first.pk
+    assert first.balance_after == D("250.5")
+    assert balance(trader, quote) == (D("250.5"), D(0))
+    assert vault_balance(quote) == D("-250.5")
+    assert LedgerTransaction.objects.filter(kind="DEPOSIT").count() == 1
+
+
+def test_the_same_event_reported_with_other_terms_is_refused(quote, books_balance):
+    trader = AccountFactory()
+    event = {"tx_hash": random_hex(32), "log_index": 0, "block_number": 1}
+    deposit_credit(account=trader, asset=quote, amount=D(10), **event)
+    with pytest.raises(IdempotencyConflict):
+        deposit_credit(account=trader, asset=quote, amount=D(11), **event)
+    assert balance(trader, quote) == (D(10), D(0))
+
+
+@pytest.mark.parametrize("amount", [D(0), D(-1), D("0.000000001"), D("NaN")])
+def test_a_bad_amount_is_a_clear_error_and_moves_nothing(quote, amount):
+    trader = AccountFactory()
+    with pytest.raises(VaultError, match="amount"):
+        deposit_credit(
+            account=trader,
+            asset=quote,
+            amount=amount,
+            tx_hash=random_hex(32),
+            log_index=0,
+            block_number=1,
+        )
+    assert not LedgerTransaction.objects.exists()
+
+
+# --- withdrawals ---------------------------------------------------------------------
+
+
+def request(trader, asset, amount, key="w-1"):
+    return withdrawal_request(
+        account=trader,
+        asset=asset,
+        amount=D(amount),
+        destination_address=DESTINATION,
+        idempotency_key=key,
+    )
+
+
+def test_a_withdrawal_is_held_approved_sent_and_leaves_the_vault(
+    quote, buyer, staff, books_balance
+):
+    withdrawal = request(buyer, quote, "400")
+    assert withdrawal.status == VaultOperationStatus.REQUESTED  # no limit row: staff decide
+    assert balance(buyer, quote) == (D("9600"), D("400"))
+
+    withdrawal_approve(withdrawal=withdrawal, approved_by=staff)
+    withdrawal_process(withdrawal=withdrawal)
+    done = withdrawal_complete(withdrawal=withdrawal, tx_hash=random_hex(32), block_number=7)
+
+    assert done.status == VaultOperationStatus.COMPLETED
+    assert done.reviewed_by == staff
+    assert balance(buyer, quote) == (D("9600"), D(0))
+    assert vault_balance(quote) == D("-9600")
+
+
+def test_withdrawals_within_the_tier_limit_are_approved_automatically(quote, buyer, books_balance):
+    WithdrawalLimit.objects.create(kyc_tier=buyer.kyc_tier, asset=quote, auto_approve_max=500)
+    assert request(buyer, quote, "500", key="small").status == VaultOperationStatus.APPROVED
+    assert request(buyer, quote, "500.01", key="big").status == VaultOperationStatus.REQUESTED
+
+
+@pytest.mark.parametrize("outcome", ["reject", "fail"])
+def test_a_refused_withdrawal_returns_the_funds(quote, buyer, staff, outcome, books_balance):
+    withdrawal = request(buyer, quote, "400")
+    if outcome == "reject":
+        done = withdrawal_reject(withdrawal=withdrawal, rejected_by=staff, reason="sanctions hit")
+        assert done.status == VaultOperationStatus.REJECTED
+    else:
+        withdrawal_approve(withdrawal=withdrawal, approved_by=staff)
+        withdrawal_process(withdrawal=withdrawal)
+        done = withdrawal_fail(withdrawal=withdrawal, reason="reverted on chain")
+        assert done.status == VaultOperationStatus.FAILED
+    assert balance(buyer, quote) == (D("10000"), D(0))
+    assert vault_balance(quote) == D("-10000")
+
+
+def test_a_retried_withdrawal_request_returns_the_original(quote, buyer, books_balance):
+    first = request(buyer, quote, "100", key="retry-me")
+    assert request(buyer, quote, "100", key="retry-me").pk == first.pk
+    assert balance(buyer, quote) == (D("9900"), D("100"))
+    with pytest.raises(IdempotencyConflict):
+        request(buyer, quote, "200", key="retry-me")
+
+
+def test_withdrawals_move_only_along_their_workflow(quote, buyer, staff, books_balance):
+    withdrawal = request(buyer, quote, "100")
+    with pytest.raises(InvalidTransition, match="REQUESTED; expected PROCESSING"):
+        withdrawal_complete(withdrawal=withdrawal, tx_hash=random_hex(32), block_number=1)
+    withdrawal_approve(withdrawal=withdrawal, approved_by=staff)
+    withdrawal_process(withdrawal=withdrawal)
+    with pytest.raises(InvalidTransition):
+        withdrawal_reject(withdrawal=withdrawal, rejected_by=staff, reason="too late")
+    assert balance(buyer, quote) == (D("9900"), D("100"))
+
+
+def test_a_withdrawal_beyond_the_available_balance_is_refused(market, quote, buyer):
+    sim.place(buyer, market, "BUY", "50", "100")  # 5,002.5 of 10,000 now held
+    with pytest.raises(InsufficientFunds, match="insufficient USDC"):
+        request(buyer, quote, "5000")
+    assert balance(buyer, quote) == (D("4997.5"), D("5002.5"))
+
+
+def test_a_frozen_account_cannot_withdraw(quote, buyer):
+    buyer.status = AccountStatus.FROZEN
+    buyer.save(update_fields=["status"])
+    with pytest.raises(VaultError, match="FROZEN"):
+        request(buyer, quote, "1")
+    assert balance(buyer, quote) == (D("10000"), D(0))
+
+
+def test_a_withdrawal_needs_a_valid_destination(quote, buyer):
+    with pytest.raises(ValueError, match="not an EVM address"):
+        withdrawal_request(
+            account=buyer,
+            asset=quote,
+            amount=D(1),
+            destination_address="0x123",
+            idempotency_key="bad-destination",
+        )
+
+
+# --- adjustments ---------------------------------------------------------------------
+
+
+def test_an_adjustment_posts_only_when_a_second_staff_user_approves(
+    quote, buyer, staff, other_staff, books_balance
+):
+    adjustment = adjustment_request(
+        account=buyer, asset=quote, amount=D("25"), reason="goodwill", requested_by=staff
+    )
+    with pytest.raises(AdjustmentError, match="someone other than its requester"):
+        adjustment_post(adjustment=adjustment, approved_by=staff)
+    assert balance(buyer, quote) == (D("10000"), D(0))
+
+    posted = adjustment_post(adjustment=adjustment, approved_by=other_staff)
+    assert posted.status == AdjustmentStatus.POSTED
+    assert balance(buyer, quote) == (D("10025"), D(0))
+    with pytest.raises(AdjustmentError, match="already POSTED"):
+        adjustment_post(adjustment=adjustment, approved_by=other_staff)
+
+
+def test_a_debit_adjustment_cannot_overdraw(quote, buyer, staff, other_staff, books_balance):
+    adjustment = adjustment_request(
+        account=buyer, asset=quote, amount=D("-10001"), reason="clawback", requested_by=staff
+    )
+    with pytest.raises(InsufficientFunds):
+        adjustment_post(adjustment=adjustment, approved_by=other_staff)
+    rejected = adjustment_reject(adjustment=adjustment, rejected_by=other_staff)
+    assert rejected.status == AdjustmentStatus.REJECTED
+    assert balance(buyer, quote) == (D("10000"), D(0))
+
+
+def test_only_staff_may_request_adjustments(quote, buyer, django_user_model):
+    customer = django_user_model.objects.create_user("customer")
+    with pytest.raises(AdjustmentError, match="not active staff"):
+        adjustment_request(
+            account=buyer, asset=quote, amount=D(1), reason="x", requested_by=customer
+        )
+
+
+# --- fee tiers -----------------------------------------------------------------------
+
+
+def test_volume_tiers_lower_fees_and_never_raise_them(market, buyer, seller):
+    FeeTier.objects.create(
+        name="VIP 1",
+        quote=market.quote,
+        min_volume_30d=D(150),
+        maker_fee_rate=D("0.0001"),
+        taker_fee_rate=D("0.0009"),
+    )
+    assert fee_rates_for(account=buyer, market=market).taker == D("0.0005")
+    ask = sim.place(seller, market, "SELL", "2", "100")
+    bid = sim.place(buyer, market, "BUY", "2", "100", accept=False)
+    sim.fill_and_settle(ask, bid, "2")  # 200 of volume for both
+    rates = fee_rates_for(account=buyer, market=market)
+    assert rates.tier.name == "VIP 1"
+    assert rates.maker == D("0.0001")  # the tier's lower maker rate
+    assert rates.taker == D("0.0005")  # the market's, lower than the tier's
+
+
+# --- ledger_check ------------------------------------------------------------------------
+
+
+def test_ledger_check_passes_on_sound_books(market, buyer, seller, capsys):
+    ask = sim.place(seller, market, "SELL", "2", "100")
+    sim.place(buyer, market, "BUY", "1", "99")
+    bid = sim.place(buyer, market, "BUY", "1", "100", accept=False)
+    sim.fill_and_settle(ask, bid, "1")
+    call_command("ledger_check")
+    assert "ledger check passed" in capsys.readouterr().out
+
+
+def _tamper(statement: str, params) -> None:
+    """Change a row the way only a superuser with triggers switched off could."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        cursor.execute(statement, params)
+        cursor.execute("SET LOCAL session_replication_role = origin")
+
+
+def test_ledger_check_names_a_balance_that_is_not_its_postings(quote, buyer, capsys):
+    account = LedgerAccount.objects.get(kind=LedgerAccountKind.AVAILABLE, owner=buyer)
+    _tamper("UPDATE portfolio_ledgeraccount SET balance = balance + 1 WHERE id = %s", [account.pk])
+    with pytest.raises(CommandError, match="ledger check failed"):
+        call_command("ledger_check")
+    err = capsys.readouterr().err
+    assert f"balance is not its postings: ledger account {account.pk}" in err
+    assert "asset does not sum to zero: USDC: expected 0, found 1" in err
+
+
+def test_ledger_check_finds_money_left_locked_for_a_finished_order(market, buyer):
+    order = sim.place(buyer, market, "BUY", "1", "100")
+    _tamper(
+        "UPDATE exchange_order SET status = 'CANCELLED', done_at = now(),"
+        " reason = 'USER_CANCEL' WHERE id = %s",
+        [order.pk],
+    )
+    problems = [str(p) for p in ledger_check()]
+    assert problems == [
+        f"order does not hold its worst-case cost: order {order.pk} (CANCELLED, asset "
+        f"{market.quote_id}): expected 0, found 100.05000000 (off by 100.05000000)"
+    ]
