@@ -38,7 +38,7 @@ def _require_staff(user: AbstractBaseUser) -> None:
         raise AdjustmentError(f"{user} is not active staff")
 
 
-@transaction.atomic(durable=True)
+@transaction.atomic  # joins the caller's: the admin's add view runs in its own atomic block
 def adjustment_request(
     *,
     account: Account,

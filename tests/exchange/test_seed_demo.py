@@ -1,12 +1,16 @@
 """``manage.py seed_demo`` gives a fresh machine something to trade, and is safe to
 run again."""
 
+from decimal import Decimal
+
 import pytest
 from django.contrib.auth import get_user_model
 from django.core.management import CommandError, call_command
 
 from exchange.models import Account, Market, MarketStatus
-from exchange.services.demo import DEMO_MARKETS, DEMO_TRADERS, demo_wallet
+from exchange.services.demo import DEMO_FUNDS, DEMO_MARKETS, DEMO_TRADERS, demo_wallet
+from portfolio.models import Balance
+from portfolio.reconciliation import ledger_check
 
 pytestmark = pytest.mark.django_db
 
@@ -31,12 +35,30 @@ def test_seed_creates_open_markets_traders_with_wallets_and_a_staff_login(tmp_pa
     assert staff.check_password(password)
 
 
-def test_seeding_twice_changes_nothing(tmp_path, capsys):
+def test_demo_traders_start_with_funds_to_trade(tmp_path, capsys):
     seed(tmp_path, capsys)
-    before = (Market.objects.count(), Account.objects.count(), get_user_model().objects.count())
+    alice = Account.objects.get(wallet_address=demo_wallet(1).address.lower())
+    funds = {
+        b.asset.symbol: b.available
+        for b in Balance.objects.filter(account=alice).select_related("asset")
+    }
+    assert funds == {symbol: Decimal(amount) for symbol, amount in DEMO_FUNDS[1].items()}
+    assert ledger_check() == []
+
+
+def test_seeding_twice_changes_nothing(tmp_path, capsys):
+    def state():
+        return (
+            Market.objects.count(),
+            Account.objects.count(),
+            get_user_model().objects.count(),
+            sorted(Balance.objects.values_list("account", "asset", "available")),
+        )
+
+    seed(tmp_path, capsys)
+    before = state()
     out = seed(tmp_path, capsys)
-    after = (Market.objects.count(), Account.objects.count(), get_user_model().objects.count())
-    assert before == after
+    assert state() == before
     assert "0 new rows" in out
 
 
