@@ -320,7 +320,7 @@ class BookAgainstReference(RuleBasedStateMachine):
 # Sized for CI on two cores; ENGINE_HYPOTHESIS=deep runs far longer sequences for local soaks.
 _DEEP = os.environ.get("ENGINE_HYPOTHESIS") == "deep"
 BookAgainstReference.TestCase.settings = settings(
-    max_examples=2_000 if _DEEP else 200,
+    max_examples=2_000 if _DEEP else 400,
     stateful_step_count=200 if _DEEP else 100,
     deadline=None,
     database=None,
