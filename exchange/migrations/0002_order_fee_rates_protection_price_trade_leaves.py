@@ -7,79 +7,173 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('exchange', '0001_initial'),
+        ("exchange", "0001_initial"),
     ]
 
     operations = [
         pgtrigger.migrations.RemoveTrigger(
-            model_name='order',
-            name='on_market_grid',
+            model_name="order",
+            name="on_market_grid",
         ),
         pgtrigger.migrations.RemoveTrigger(
-            model_name='order',
-            name='identity_read_only',
+            model_name="order",
+            name="identity_read_only",
         ),
         pgtrigger.migrations.RemoveTrigger(
-            model_name='trade',
-            name='append_only',
+            model_name="trade",
+            name="append_only",
         ),
         migrations.RemoveConstraint(
-            model_name='order',
-            name='order_market_types_do_not_rest',
+            model_name="order",
+            name="order_market_types_do_not_rest",
         ),
         migrations.AddField(
-            model_name='order',
-            name='maker_fee_rate',
+            model_name="order",
+            name="maker_fee_rate",
             field=models.DecimalField(decimal_places=8, default=0, max_digits=10),
         ),
         migrations.AddField(
-            model_name='order',
-            name='protection_price',
-            field=models.DecimalField(blank=True, decimal_places=8, help_text='Market buys by quantity: the worst price the trader accepts; funds are held at this price and the matcher never fills above it.', max_digits=20, null=True),
+            model_name="order",
+            name="protection_price",
+            field=models.DecimalField(
+                blank=True,
+                decimal_places=8,
+                help_text="Market buys by quantity: the worst price the trader accepts; funds are held at this price and the matcher never fills above it.",
+                max_digits=20,
+                null=True,
+            ),
         ),
         migrations.AddField(
-            model_name='order',
-            name='taker_fee_rate',
+            model_name="order",
+            name="taker_fee_rate",
             field=models.DecimalField(decimal_places=8, default=0, max_digits=10),
         ),
         migrations.AddField(
-            model_name='trade',
-            name='maker_remaining',
+            model_name="trade",
+            name="maker_remaining",
             field=models.DecimalField(blank=True, decimal_places=8, max_digits=30, null=True),
         ),
         migrations.AddField(
-            model_name='trade',
-            name='taker_remaining',
+            model_name="trade",
+            name="taker_remaining",
             field=models.DecimalField(blank=True, decimal_places=8, max_digits=30, null=True),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='order',
-            trigger=pgtrigger.compiler.Trigger(name='on_market_grid', sql=pgtrigger.compiler.UpsertTriggerSql(declare='DECLARE m_tick NUMERIC; m_lot NUMERIC;', func="\n    SELECT tick_size, lot_size INTO m_tick, m_lot FROM exchange_market WHERE id = NEW.market_id;\n    IF NEW.price IS NOT NULL AND mod(NEW.price, m_tick) <> 0 THEN\n        RAISE EXCEPTION 'order price % is not a multiple of the tick size %', NEW.price, m_tick\n            USING ERRCODE = 'check_violation';\n    END IF;\n    IF NEW.protection_price IS NOT NULL AND mod(NEW.protection_price, m_tick) <> 0 THEN\n        RAISE EXCEPTION 'order protection price % is not a multiple of the tick size %',\n            NEW.protection_price, m_tick USING ERRCODE = 'check_violation';\n    END IF;\n    IF NEW.stop_price IS NOT NULL AND mod(NEW.stop_price, m_tick) <> 0 THEN\n        RAISE EXCEPTION 'order stop price % is not a multiple of the tick size %',\n            NEW.stop_price, m_tick USING ERRCODE = 'check_violation';\n    END IF;\n    IF NEW.quantity IS NOT NULL AND mod(NEW.quantity, m_lot) <> 0 THEN\n        RAISE EXCEPTION 'order quantity % is not a multiple of the lot size %', NEW.quantity, m_lot\n            USING ERRCODE = 'check_violation';\n    END IF;\n    IF NEW.display_quantity IS NOT NULL AND mod(NEW.display_quantity, m_lot) <> 0 THEN\n        RAISE EXCEPTION 'order display quantity % is not a multiple of the lot size %',\n            NEW.display_quantity, m_lot USING ERRCODE = 'check_violation';\n    END IF;\n    RETURN NEW;\n", hash='f6ce9b8ce48a4856ba470d433132c29387176480', operation='INSERT OR UPDATE OF "price", "stop_price", "quantity", "display_quantity"', pgid='pgtrigger_on_market_grid_aae9f', table='exchange_order', when='BEFORE')),
+            model_name="order",
+            trigger=pgtrigger.compiler.Trigger(
+                name="on_market_grid",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    declare="DECLARE m_tick NUMERIC; m_lot NUMERIC;",
+                    func="\n    SELECT tick_size, lot_size INTO m_tick, m_lot FROM exchange_market WHERE id = NEW.market_id;\n    IF NEW.price IS NOT NULL AND mod(NEW.price, m_tick) <> 0 THEN\n        RAISE EXCEPTION 'order price % is not a multiple of the tick size %', NEW.price, m_tick\n            USING ERRCODE = 'check_violation';\n    END IF;\n    IF NEW.protection_price IS NOT NULL AND mod(NEW.protection_price, m_tick) <> 0 THEN\n        RAISE EXCEPTION 'order protection price % is not a multiple of the tick size %',\n            NEW.protection_price, m_tick USING ERRCODE = 'check_violation';\n    END IF;\n    IF NEW.stop_price IS NOT NULL AND mod(NEW.stop_price, m_tick) <> 0 THEN\n        RAISE EXCEPTION 'order stop price % is not a multiple of the tick size %',\n            NEW.stop_price, m_tick USING ERRCODE = 'check_violation';\n    END IF;\n    IF NEW.quantity IS NOT NULL AND mod(NEW.quantity, m_lot) <> 0 THEN\n        RAISE EXCEPTION 'order quantity % is not a multiple of the lot size %', NEW.quantity, m_lot\n            USING ERRCODE = 'check_violation';\n    END IF;\n    IF NEW.display_quantity IS NOT NULL AND mod(NEW.display_quantity, m_lot) <> 0 THEN\n        RAISE EXCEPTION 'order display quantity % is not a multiple of the lot size %',\n            NEW.display_quantity, m_lot USING ERRCODE = 'check_violation';\n    END IF;\n    RETURN NEW;\n",
+                    hash="f6ce9b8ce48a4856ba470d433132c29387176480",
+                    operation='INSERT OR UPDATE OF "price", "stop_price", "quantity", "display_quantity"',
+                    pgid="pgtrigger_on_market_grid_aae9f",
+                    table="exchange_order",
+                    when="BEFORE",
+                ),
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='order',
-            trigger=pgtrigger.compiler.Trigger(name='identity_read_only', sql=pgtrigger.compiler.UpsertTriggerSql(condition='WHEN (OLD."account_id" IS DISTINCT FROM (NEW."account_id") OR OLD."market_id" IS DISTINCT FROM (NEW."market_id") OR OLD."client_order_id" IS DISTINCT FROM (NEW."client_order_id") OR OLD."side" IS DISTINCT FROM (NEW."side") OR OLD."type" IS DISTINCT FROM (NEW."type") OR OLD."time_in_force" IS DISTINCT FROM (NEW."time_in_force") OR OLD."post_only" IS DISTINCT FROM (NEW."post_only") OR OLD."self_trade_prevention" IS DISTINCT FROM (NEW."self_trade_prevention") OR OLD."stop_price" IS DISTINCT FROM (NEW."stop_price") OR OLD."protection_price" IS DISTINCT FROM (NEW."protection_price") OR OLD."maker_fee_rate" IS DISTINCT FROM (NEW."maker_fee_rate") OR OLD."taker_fee_rate" IS DISTINCT FROM (NEW."taker_fee_rate") OR OLD."quote_quantity" IS DISTINCT FROM (NEW."quote_quantity") OR OLD."nonce" IS DISTINCT FROM (NEW."nonce") OR OLD."signature" IS DISTINCT FROM (NEW."signature") OR OLD."order_hash" IS DISTINCT FROM (NEW."order_hash") OR OLD."expires_at" IS DISTINCT FROM (NEW."expires_at") OR OLD."created_at" IS DISTINCT FROM (NEW."created_at"))', func="RAISE EXCEPTION 'pgtrigger: Cannot update rows from % table', TG_TABLE_NAME;", hash='ea6c50479b870c41b6616d5ab310d2b2196a1c9f', operation='UPDATE', pgid='pgtrigger_identity_read_only_7b5f7', table='exchange_order', when='BEFORE')),
+            model_name="order",
+            trigger=pgtrigger.compiler.Trigger(
+                name="identity_read_only",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    condition='WHEN (OLD."account_id" IS DISTINCT FROM (NEW."account_id") OR OLD."market_id" IS DISTINCT FROM (NEW."market_id") OR OLD."client_order_id" IS DISTINCT FROM (NEW."client_order_id") OR OLD."side" IS DISTINCT FROM (NEW."side") OR OLD."type" IS DISTINCT FROM (NEW."type") OR OLD."time_in_force" IS DISTINCT FROM (NEW."time_in_force") OR OLD."post_only" IS DISTINCT FROM (NEW."post_only") OR OLD."self_trade_prevention" IS DISTINCT FROM (NEW."self_trade_prevention") OR OLD."stop_price" IS DISTINCT FROM (NEW."stop_price") OR OLD."protection_price" IS DISTINCT FROM (NEW."protection_price") OR OLD."maker_fee_rate" IS DISTINCT FROM (NEW."maker_fee_rate") OR OLD."taker_fee_rate" IS DISTINCT FROM (NEW."taker_fee_rate") OR OLD."quote_quantity" IS DISTINCT FROM (NEW."quote_quantity") OR OLD."nonce" IS DISTINCT FROM (NEW."nonce") OR OLD."signature" IS DISTINCT FROM (NEW."signature") OR OLD."order_hash" IS DISTINCT FROM (NEW."order_hash") OR OLD."expires_at" IS DISTINCT FROM (NEW."expires_at") OR OLD."created_at" IS DISTINCT FROM (NEW."created_at"))',
+                    func="RAISE EXCEPTION 'pgtrigger: Cannot update rows from % table', TG_TABLE_NAME;",
+                    hash="ea6c50479b870c41b6616d5ab310d2b2196a1c9f",
+                    operation="UPDATE",
+                    pgid="pgtrigger_identity_read_only_7b5f7",
+                    table="exchange_order",
+                    when="BEFORE",
+                ),
+            ),
         ),
         pgtrigger.migrations.AddTrigger(
-            model_name='trade',
-            trigger=pgtrigger.compiler.Trigger(name='append_only', sql=pgtrigger.compiler.UpsertTriggerSql(condition='WHEN (OLD."id" IS DISTINCT FROM (NEW."id") OR OLD."market_id" IS DISTINCT FROM (NEW."market_id") OR OLD."sequence" IS DISTINCT FROM (NEW."sequence") OR OLD."maker_order_id" IS DISTINCT FROM (NEW."maker_order_id") OR OLD."taker_order_id" IS DISTINCT FROM (NEW."taker_order_id") OR OLD."buyer_id" IS DISTINCT FROM (NEW."buyer_id") OR OLD."seller_id" IS DISTINCT FROM (NEW."seller_id") OR OLD."aggressor_side" IS DISTINCT FROM (NEW."aggressor_side") OR OLD."price" IS DISTINCT FROM (NEW."price") OR OLD."quantity" IS DISTINCT FROM (NEW."quantity") OR OLD."quote_quantity" IS DISTINCT FROM (NEW."quote_quantity") OR OLD."maker_fee" IS DISTINCT FROM (NEW."maker_fee") OR OLD."taker_fee" IS DISTINCT FROM (NEW."taker_fee") OR OLD."maker_remaining" IS DISTINCT FROM (NEW."maker_remaining") OR OLD."taker_remaining" IS DISTINCT FROM (NEW."taker_remaining") OR OLD."executed_at" IS DISTINCT FROM (NEW."executed_at"))', func="RAISE EXCEPTION 'pgtrigger: Cannot update rows from % table', TG_TABLE_NAME;", hash='d93c2157fe40d506601b1f09b8348eee58e47339', operation='UPDATE', pgid='pgtrigger_append_only_81ac6', table='exchange_trade', when='BEFORE')),
+            model_name="trade",
+            trigger=pgtrigger.compiler.Trigger(
+                name="append_only",
+                sql=pgtrigger.compiler.UpsertTriggerSql(
+                    condition='WHEN (OLD."id" IS DISTINCT FROM (NEW."id") OR OLD."market_id" IS DISTINCT FROM (NEW."market_id") OR OLD."sequence" IS DISTINCT FROM (NEW."sequence") OR OLD."maker_order_id" IS DISTINCT FROM (NEW."maker_order_id") OR OLD."taker_order_id" IS DISTINCT FROM (NEW."taker_order_id") OR OLD."buyer_id" IS DISTINCT FROM (NEW."buyer_id") OR OLD."seller_id" IS DISTINCT FROM (NEW."seller_id") OR OLD."aggressor_side" IS DISTINCT FROM (NEW."aggressor_side") OR OLD."price" IS DISTINCT FROM (NEW."price") OR OLD."quantity" IS DISTINCT FROM (NEW."quantity") OR OLD."quote_quantity" IS DISTINCT FROM (NEW."quote_quantity") OR OLD."maker_fee" IS DISTINCT FROM (NEW."maker_fee") OR OLD."taker_fee" IS DISTINCT FROM (NEW."taker_fee") OR OLD."maker_remaining" IS DISTINCT FROM (NEW."maker_remaining") OR OLD."taker_remaining" IS DISTINCT FROM (NEW."taker_remaining") OR OLD."executed_at" IS DISTINCT FROM (NEW."executed_at"))',
+                    func="RAISE EXCEPTION 'pgtrigger: Cannot update rows from % table', TG_TABLE_NAME;",
+                    hash="d93c2157fe40d506601b1f09b8348eee58e47339",
+                    operation="UPDATE",
+                    pgid="pgtrigger_append_only_81ac6",
+                    table="exchange_trade",
+                    when="BEFORE",
+                ),
+            ),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.CheckConstraint(condition=models.Q(('type__in', ('LIMIT', 'STOP_LIMIT', 'TAKE_PROFIT_LIMIT')), models.Q(('time_in_force__in', ['IOC', 'FOK']), models.Q(('status__in', ['OPEN', 'PARTIALLY_FILLED']), _negated=True)), _connector='OR'), name='order_market_types_do_not_rest'),
+            model_name="order",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    ("type__in", ("LIMIT", "STOP_LIMIT", "TAKE_PROFIT_LIMIT")),
+                    models.Q(
+                        ("time_in_force__in", ["IOC", "FOK"]),
+                        models.Q(("status__in", ["OPEN", "PARTIALLY_FILLED"]), _negated=True),
+                    ),
+                    _connector="OR",
+                ),
+                name="order_market_types_do_not_rest",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('protection_price__gt', 0), ('protection_price__isnull', False), ('quantity__isnull', False), ('side', 'BUY'), ('type__in', ('MARKET', 'STOP_MARKET', 'TAKE_PROFIT_MARKET'))), models.Q(models.Q(('quantity__isnull', False), ('side', 'BUY'), ('type__in', ('MARKET', 'STOP_MARKET', 'TAKE_PROFIT_MARKET')), _negated=True), ('protection_price__isnull', True)), _connector='OR'), name='order_protection_price_for_market_buys'),
+            model_name="order",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(
+                        ("protection_price__gt", 0),
+                        ("protection_price__isnull", False),
+                        ("quantity__isnull", False),
+                        ("side", "BUY"),
+                        ("type__in", ("MARKET", "STOP_MARKET", "TAKE_PROFIT_MARKET")),
+                    ),
+                    models.Q(
+                        models.Q(
+                            ("quantity__isnull", False),
+                            ("side", "BUY"),
+                            ("type__in", ("MARKET", "STOP_MARKET", "TAKE_PROFIT_MARKET")),
+                            _negated=True,
+                        ),
+                        ("protection_price__isnull", True),
+                    ),
+                    _connector="OR",
+                ),
+                name="order_protection_price_for_market_buys",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='order',
-            constraint=models.CheckConstraint(condition=models.Q(('maker_fee_rate__gte', django.db.models.expressions.CombinedExpression(models.F('taker_fee_rate'), '*', models.Value(-1))), ('taker_fee_rate__gte', 0)), name='order_fee_rates'),
+            model_name="order",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    (
+                        "maker_fee_rate__gte",
+                        django.db.models.expressions.CombinedExpression(
+                            models.F("taker_fee_rate"), "*", models.Value(-1)
+                        ),
+                    ),
+                    ("taker_fee_rate__gte", 0),
+                ),
+                name="order_fee_rates",
+            ),
         ),
         migrations.AddConstraint(
-            model_name='trade',
-            constraint=models.CheckConstraint(condition=models.Q(models.Q(('maker_remaining__isnull', True), ('maker_remaining__gte', 0), _connector='OR'), models.Q(('taker_remaining__isnull', True), ('taker_remaining__gte', 0), _connector='OR')), name='trade_remaining_non_negative'),
+            model_name="trade",
+            constraint=models.CheckConstraint(
+                condition=models.Q(
+                    models.Q(
+                        ("maker_remaining__isnull", True),
+                        ("maker_remaining__gte", 0),
+                        _connector="OR",
+                    ),
+                    models.Q(
+                        ("taker_remaining__isnull", True),
+                        ("taker_remaining__gte", 0),
+                        _connector="OR",
+                    ),
+                ),
+                name="trade_remaining_non_negative",
+            ),
         ),
     ]
