@@ -8,7 +8,6 @@ join the caller's (the matcher persists a whole batch in one).
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -229,13 +228,20 @@ def holds_sync_many(orders: Sequence[Order], *, kind: str, cause: str) -> list[L
     current = order_holds(o.pk for o in orders)
 
     entries = []
+    # What each available balance will be once the moves before it are posted, so
+    # several orders of one trader in one call are checked together.
+    projected: dict[int, Decimal] = {}
     for order in orders:
         delta = order_hold_required(order) - current.get(order.pk, ZERO)
         if not delta:
             continue
         available, held_account = (accounts[k] for k in keys[order.pk])
-        if delta > 0:
-            require_available(available, delta, _asset_symbol(order))
+        balance = projected.get(available.pk, available.balance)
+        if delta > balance:
+            raise InsufficientFunds(
+                f"insufficient {_asset_symbol(order)}: {delta} needed, {balance} available"
+            )
+        projected[available.pk] = balance - delta
         entries.append(
             Entry(
                 kind=kind if delta > 0 else TransactionKind.RELEASE,
@@ -361,8 +367,7 @@ def trade_settle_many(*, trades: Sequence[Trade]) -> list[LedgerTransaction]:
 @transaction.atomic(durable=True)
 def trade_settle(*, trade: Trade) -> LedgerTransaction | None:
     """Settle one fill in its own transaction (see ``trade_settle_many``)."""
-    trade = Trade.objects.select_related("market", "maker_order", "taker_order").get(pk=trade.pk)
-    posted = trade_settle_many(trades=[trade])
+    posted = trade_settle_many(trades=trades_for_settlement([trade.pk]))
     return posted[0] if posted else None
 
 
@@ -372,13 +377,3 @@ def trades_for_settlement(trade_ids: Iterable[int]) -> list[Trade]:
         .select_related("market", "maker_order", "taker_order")
         .order_by("pk")
     )
-
-
-def balances_by_key(keys: Iterable[AccountKey]) -> dict[AccountKey, Decimal]:
-    """Current balances (zero for accounts never used)."""
-    ids = _ledger_account_ids(set(keys))
-    values = dict(LedgerAccount.objects.filter(pk__in=ids.values()).values_list("pk", "balance"))
-    result: dict[AccountKey, Decimal] = defaultdict(lambda: ZERO)
-    for key, pk in ids.items():
-        result[key] = values[pk]
-    return result

@@ -192,9 +192,13 @@ def test_order_size_is_a_quantity_or_for_market_buys_a_quote_amount():
 def test_price_exactly_for_limit_types_and_stop_price_exactly_for_stop_types(
     order_type, time_in_force, price, stop_price, rule
 ):
-    with refused(rule):
+    with refused(rule):  # sells, so market types need no protection price
         OrderFactory(
-            type=order_type, time_in_force=time_in_force, price=price, stop_price=stop_price
+            side=Side.SELL,
+            type=order_type,
+            time_in_force=time_in_force,
+            price=price,
+            stop_price=stop_price,
         )
 
 
@@ -212,10 +216,34 @@ def test_price_exactly_for_limit_types_and_stop_price_exactly_for_stop_types(
 def test_every_order_type_is_accepted_with_the_prices_it_needs(
     order_type, time_in_force, price, stop_price
 ):
-    order = OrderFactory(
-        type=order_type, time_in_force=time_in_force, price=price, stop_price=stop_price
-    )
-    assert Order.objects.filter(pk=order.pk, type=order_type).exists()
+    for side in Side.values:
+        order = OrderFactory(
+            side=side,
+            type=order_type,
+            time_in_force=time_in_force,
+            price=price,
+            stop_price=stop_price,
+            protection_price=Decimal(120) if side == Side.BUY and price is None else None,
+        )
+        assert Order.objects.filter(pk=order.pk, type=order_type, side=side).exists()
+
+
+@pytest.mark.parametrize("order_type", [OrderType.MARKET, OrderType.STOP_MARKET])
+def test_a_market_buy_by_quantity_names_its_worst_price(order_type):
+    stop = Decimal(90) if order_type == OrderType.STOP_MARKET else None
+    market_buy = {
+        "type": order_type,
+        "time_in_force": TimeInForce.IOC,
+        "price": None,
+        "stop_price": stop,
+    }
+    with refused("order_protection_price_for_market_buys"):
+        OrderFactory(**market_buy)
+    with refused("order_protection_price_for_market_buys"):  # a limit order has its price
+        OrderFactory(protection_price=Decimal(120))
+    with refused("not a multiple of the tick size"):
+        OrderFactory(**market_buy, protection_price=Decimal("120.001"))
+    assert OrderFactory(**market_buy, protection_price=Decimal(120)).protection_price == 120
 
 
 def test_market_orders_never_rest():

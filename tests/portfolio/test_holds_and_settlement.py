@@ -13,10 +13,11 @@ from portfolio.services.ledger import (
     InsufficientFunds,
     LedgerError,
     hold_release,
+    holds_sync_many,
     order_holds,
     trade_settle,
 )
-from tests.factories import AccountFactory
+from tests.factories import AccountFactory, OrderFactory
 from tests.portfolio import sim
 
 pytestmark = pytest.mark.django_db
@@ -100,6 +101,23 @@ def test_an_order_the_trader_cannot_cover_is_refused_and_changes_nothing(market,
         sim.place(buyer, market, Side.BUY, "100", "101")  # 10,100 > 10,000
     assert balance(buyer, market.quote) == before
     assert not LedgerTransaction.objects.filter(kind="HOLD").exists()
+
+
+def test_orders_held_together_are_checked_together(market, buyer):
+    """The matcher holds for a batch at once: two orders that fit alone but not
+    together are refused as one, and neither is held."""
+    orders = [
+        OrderFactory(account=buyer, market=market, quantity=D(q), remaining=D(q),
+                     taker_fee_rate=market.taker_fee_rate)
+        for q in ("60", "50")  # 6,003 and 5,002.5 of 10,000
+    ]
+    with pytest.raises(InsufficientFunds, match="5002.5"):
+        holds_sync_many(orders, kind="HOLD", cause="placed")
+    assert balance(buyer, market.quote) == (D("10000"), D(0))
+    holds_sync_many(orders[:1], kind="HOLD", cause="placed")
+    assert balance(buyer, market.quote) == (D("3997"), D("6003"))
+    for order in orders:
+        sim.cancel(order)
 
 
 def test_cancelling_releases_everything_held(market, buyer):

@@ -8,6 +8,7 @@ import itertools
 from decimal import Decimal
 
 import pytest
+from django.db import connection, transaction
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -51,6 +52,9 @@ class MoneyMachine(RuleBasedStateMachine):
 
     @initialize()
     def open_market(self):
+        # Each example runs in its own savepoint, rolled back in teardown, so the checks
+        # after every step read only this example's books.
+        self.savepoint = transaction.savepoint()
         n = next(_symbols)
         self.base = AssetFactory(symbol=f"B{n}")
         self.quote = AssetFactory(symbol=f"Q{n}")
@@ -178,6 +182,14 @@ class MoneyMachine(RuleBasedStateMachine):
         else:
             withdrawal_complete(withdrawal=withdrawal, tx_hash=random_hex(32), block_number=1)
             self.went_out[withdrawal.asset_id] += withdrawal.amount
+
+    def teardown(self):
+        if hasattr(self, "savepoint"):
+            with connection.cursor() as cursor:
+                # Fire the deferred "postings balance" triggers now, as a commit would.
+                cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+                cursor.execute("SET CONSTRAINTS ALL DEFERRED")
+            transaction.savepoint_rollback(self.savepoint)
 
     @precondition(lambda self: hasattr(self, "market"))
     @invariant()
