@@ -107,11 +107,16 @@ def test_orders_held_together_are_checked_together(market, buyer):
     """The matcher holds for a batch at once: two orders that fit alone but not
     together are refused as one, and neither is held."""
     orders = [
-        OrderFactory(account=buyer, market=market, quantity=D(q), remaining=D(q),
-                     taker_fee_rate=market.taker_fee_rate)
+        OrderFactory(
+            account=buyer,
+            market=market,
+            quantity=D(q),
+            remaining=D(q),
+            taker_fee_rate=market.taker_fee_rate,
+        )
         for q in ("60", "50")  # 6,003 and 5,002.5 of 10,000
     ]
-    with pytest.raises(InsufficientFunds, match="5002.5"):
+    with pytest.raises(InsufficientFunds, match=r"5002\.5"):
         holds_sync_many(orders, kind="HOLD", cause="placed")
     assert balance(buyer, market.quote) == (D("10000"), D(0))
     holds_sync_many(orders[:1], kind="HOLD", cause="placed")
