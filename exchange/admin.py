@@ -6,6 +6,7 @@ from django.contrib import admin
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
+from dex.admin import ReadOnlyAdmin
 from exchange.models import (
     Account,
     ApiKey,
@@ -17,19 +18,6 @@ from exchange.models import (
     OrderStatusHistory,
     Trade,
 )
-
-
-class ReadOnlyAdmin(admin.ModelAdmin):
-    """View-only: staff may look, never add, edit or delete."""
-
-    def has_add_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request: HttpRequest, obj=None) -> bool:
-        return False
 
 
 @admin.register(Asset)

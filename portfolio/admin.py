@@ -6,7 +6,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.http import HttpRequest
 
-from exchange.admin import ReadOnlyAdmin
+from dex.admin import ReadOnlyAdmin
 from portfolio.models import (
     AdjustmentStatus,
     Balance,
