@@ -164,6 +164,10 @@ class CommandKind(models.TextChoices):
     RESUME = "RESUME"
 
 
+# The LISTEN/NOTIFY channel on which new commands wake the matcher.
+MATCHER_CHANNEL = "dex_order_commands"
+
+
 class CommandStatus(models.TextChoices):
     PENDING = "PENDING"
     DONE = "DONE"
@@ -847,6 +851,15 @@ class OrderCommand(models.Model):
                 name="status_transitions",
                 field="status",
                 transitions=[(CommandStatus.PENDING, CommandStatus.DONE)],
+            ),
+            # Wakes the matcher as the writing transaction commits (NOTIFY is
+            # transactional: a rolled-back command wakes nobody). The matcher also polls,
+            # so a lost notification only delays.
+            pgtrigger.Trigger(
+                name="notify_matcher",
+                when=pgtrigger.After,
+                operation=pgtrigger.Insert,
+                func=(f"PERFORM pg_notify('{MATCHER_CHANNEL}', NEW.market_id::text); RETURN NULL;"),
             ),
             pgtrigger.ReadOnly(
                 name="command_read_only",

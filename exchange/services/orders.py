@@ -1,0 +1,301 @@
+"""Accepting orders and the requests that change them.
+
+Each service validates the request, and in ONE durable transaction writes the order
+(or finds it), moves the funds it needs into held, and appends the matcher's command.
+A trigger on the command journal sends ``NOTIFY`` as the transaction commits, so the
+matcher wakes the moment the command is visible. Everything after — matching, fills,
+releases — is the matcher's.
+
+Every refusal is an ``OrderRejected`` with a stable ``code`` and changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from exchange.engine import MarketUnits, UnitError
+from exchange.models import (
+    LIMIT_TYPES,
+    MARKET_TYPES,
+    STOP_TYPES,
+    Account,
+    AccountStatus,
+    CommandKind,
+    Market,
+    MarketStatus,
+    Order,
+    OrderCommand,
+    OrderStatus,
+    SelfTradePrevention,
+    Side,
+    TimeInForce,
+)
+from portfolio.selectors import fee_rates_for
+from portfolio.services.ledger import InsufficientFunds, hold_place
+
+
+class OrderRejected(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """What the trader signed. Decimal prices and sizes, as on the wire."""
+
+    client_order_id: str
+    side: str
+    type: str
+    nonce: int
+    signature: str
+    order_hash: str
+    quantity: Decimal | None = None
+    quote_quantity: Decimal | None = None
+    price: Decimal | None = None
+    stop_price: Decimal | None = None
+    protection_price: Decimal | None = None
+    time_in_force: str | None = None
+    post_only: bool = False
+    display_quantity: Decimal | None = None
+    expires_at: datetime | None = None
+    self_trade_prevention: str = SelfTradePrevention.EXPIRE_TAKER
+
+
+def _reject(code: str, message: str) -> OrderRejected:
+    return OrderRejected(code, message)
+
+
+def _check_grid(units: MarketUnits, request: OrderRequest) -> None:
+    try:
+        for name in ("price", "stop_price", "protection_price"):
+            value = getattr(request, name)
+            if value is not None:
+                if value <= 0:
+                    raise _reject("INVALID_PRICE", f"{name} must be positive, not {value}")
+                units.price_to_ticks(value)
+        for name in ("quantity", "display_quantity"):
+            value = getattr(request, name)
+            if value is not None:
+                if value <= 0:
+                    raise _reject("INVALID_QUANTITY", f"{name} must be positive, not {value}")
+                units.qty_to_lots(value)
+    except UnitError as exc:
+        code = "PRICE_OFF_TICK" if "tick" in str(exc) else "QUANTITY_OFF_LOT"
+        raise _reject(code, str(exc)) from None
+
+
+def order_request_validate(*, market: Market, request: OrderRequest) -> str:
+    """Check ``request`` against the order-type rules and the market's; return its time
+    in force (defaulted: GTC for limit types, IOC for market types)."""
+    if request.side not in Side.values:
+        raise _reject("INVALID_SIDE", f"side must be BUY or SELL, not {request.side!r}")
+    if request.type not in (*LIMIT_TYPES, *MARKET_TYPES):
+        raise _reject("INVALID_ORDER_TYPE", f"unknown order type {request.type!r}")
+    is_limit = request.type in LIMIT_TYPES
+    tif = request.time_in_force or (TimeInForce.GTC if is_limit else TimeInForce.IOC)
+    if tif not in TimeInForce.values:
+        raise _reject("INVALID_TIME_IN_FORCE", f"unknown time in force {tif!r}")
+    if request.self_trade_prevention not in SelfTradePrevention.values:
+        raise _reject("INVALID_STP_MODE", f"unknown mode {request.self_trade_prevention!r}")
+
+    if is_limit and request.price is None:
+        raise _reject("MISSING_PRICE", f"a {request.type} order needs a price")
+    if not is_limit and request.price is not None:
+        raise _reject("MARKET_ORDER_WITH_PRICE", f"a {request.type} order takes no price")
+    if request.type in STOP_TYPES and request.stop_price is None:
+        raise _reject("MISSING_STOP_PRICE", f"a {request.type} order needs a stop price")
+    if request.type not in STOP_TYPES and request.stop_price is not None:
+        raise _reject("STOP_PRICE_NOT_ALLOWED", f"a {request.type} order takes no stop price")
+    if not is_limit and tif not in (TimeInForce.IOC, TimeInForce.FOK):
+        raise _reject("INVALID_TIME_IN_FORCE", "market orders are IOC or FOK")
+    if (tif == TimeInForce.GTT) != (request.expires_at is not None):
+        raise _reject(
+            "MISSING_EXPIRE_TIME" if tif == TimeInForce.GTT else "EXPIRE_TIME_NOT_ALLOWED",
+            "an expiry goes with GTT, and only with GTT",
+        )
+    if request.expires_at is not None and request.expires_at <= timezone.now():
+        raise _reject("ALREADY_EXPIRED", f"expiry {request.expires_at.isoformat()} has passed")
+    if request.post_only and not (is_limit and tif in (TimeInForce.GTC, TimeInForce.GTT)):
+        raise _reject("POST_ONLY_NOT_ALLOWED", "post-only orders must be GTC or GTT limits")
+
+    if request.quote_quantity is not None:
+        if request.type != "MARKET" or request.side != Side.BUY or request.quantity is not None:
+            raise _reject(
+                "QUOTE_AMOUNT_NOT_ALLOWED",
+                "only a market buy may be sized by quote amount, instead of quantity",
+            )
+        if request.quote_quantity <= 0 or request.quote_quantity != request.quote_quantity.quantize(
+            Decimal("0.00000001")
+        ):
+            raise _reject("INVALID_QUOTE_AMOUNT", "the quote amount must be positive, 8 places")
+        if request.quote_quantity < market.min_notional:
+            raise _reject(
+                "BELOW_MIN_NOTIONAL",
+                f"{request.quote_quantity} is below the minimum {market.min_notional}",
+            )
+    elif request.quantity is None:
+        raise _reject("INVALID_QUANTITY", "an order needs a quantity")
+
+    market_buy = not is_limit and request.side == Side.BUY and request.quantity is not None
+    if market_buy and request.protection_price is None:
+        raise _reject(
+            "PROTECTION_PRICE_REQUIRED", "a market buy by quantity names the worst price it accepts"
+        )
+    if not market_buy and request.protection_price is not None:
+        raise _reject("PROTECTION_PRICE_NOT_ALLOWED", "only market buys by quantity take one")
+
+    _check_grid(MarketUnits(market.tick_size, market.lot_size), request)
+    if request.quantity is not None:
+        if request.quantity < market.min_quantity:
+            raise _reject(
+                "BELOW_MIN_QUANTITY",
+                f"{request.quantity} is below the minimum {market.min_quantity}",
+            )
+        reference = request.price or request.protection_price or request.stop_price
+        if reference is not None and reference * request.quantity < market.min_notional:
+            raise _reject(
+                "BELOW_MIN_NOTIONAL",
+                f"{reference * request.quantity} is below the minimum {market.min_notional}",
+            )
+    if request.display_quantity is not None and not (
+        is_limit
+        and tif in (TimeInForce.GTC, TimeInForce.GTT)
+        and request.display_quantity <= request.quantity
+    ):
+        raise _reject(
+            "INVALID_DISPLAY_QUANTITY", "an iceberg is a GTC/GTT limit showing at most its quantity"
+        )
+    return tif
+
+
+def _tradable(account: Account, market: Market) -> None:
+    if account.status != AccountStatus.ACTIVE:
+        raise _reject("ACCOUNT_NOT_ACTIVE", f"account is {account.status}")
+    if market.status == MarketStatus.HALTED:
+        raise _reject("MARKET_HALTED", f"{market.symbol} is halted")
+    if market.status != MarketStatus.OPEN:
+        raise _reject("MARKET_NOT_OPEN", f"{market.symbol} is {market.status}")
+
+
+@transaction.atomic(durable=True)
+def order_place(*, account: Account, market: Market, request: OrderRequest) -> Order:
+    """Accept an order: validated, its worst-case cost held, the order and its PLACE
+    command written together. The same ``client_order_id`` again returns the original
+    order and does nothing else."""
+    existing = Order.objects.filter(account=account, client_order_id=request.client_order_id)
+    if (order := existing.first()) is not None:
+        return order
+    tif = order_request_validate(market=market, request=request)
+    _tradable(account, market)
+    if Order.objects.filter(account=account, nonce=request.nonce).exists():
+        raise _reject("NONCE_REUSED", f"nonce {request.nonce} was used already")
+
+    rates = fee_rates_for(account=account, market=market)
+    try:
+        with transaction.atomic():
+            order = Order.objects.create(
+                account=account,
+                market=market,
+                client_order_id=request.client_order_id,
+                side=request.side,
+                type=request.type,
+                time_in_force=tif,
+                post_only=request.post_only,
+                self_trade_prevention=request.self_trade_prevention,
+                price=request.price,
+                stop_price=request.stop_price,
+                protection_price=request.protection_price,
+                quantity=request.quantity,
+                remaining=request.quantity,
+                quote_quantity=request.quote_quantity,
+                display_quantity=request.display_quantity,
+                maker_fee_rate=rates.maker,
+                taker_fee_rate=rates.taker,
+                nonce=request.nonce,
+                signature=request.signature,
+                order_hash=request.order_hash,
+                expires_at=request.expires_at if tif == TimeInForce.GTT else None,
+            )
+    except IntegrityError as exc:
+        # A concurrent retry of the same order won the race: return what it wrote.
+        if (order := existing.first()) is not None:
+            return order
+        raise _reject("DUPLICATE", f"order conflicts with an existing one: {exc}") from None
+    try:
+        hold_place(order=order)
+    except InsufficientFunds as exc:
+        raise _reject("INSUFFICIENT_FUNDS", str(exc)) from None
+    OrderCommand.objects.create(market=market, kind=CommandKind.PLACE, account=account, order=order)
+    return order
+
+
+def _live_order(account: Account, order: Order) -> Order:
+    locked = Order.objects.select_for_update(of=("self",)).get(pk=order.pk)
+    if locked.account_id != account.pk:
+        raise _reject("UNKNOWN_ORDER", "no such order")  # never reveal others' orders
+    if locked.is_terminal:
+        raise _reject("ORDER_CLOSED", f"order is {locked.status}")
+    return locked
+
+
+@transaction.atomic(durable=True)
+def order_cancel(*, account: Account, order: Order) -> OrderCommand:
+    """Ask the matcher to cancel ``order``; its hold is released when it does."""
+    locked = _live_order(account, order)
+    return OrderCommand.objects.create(
+        market_id=locked.market_id, kind=CommandKind.CANCEL, account=account, order=locked
+    )
+
+
+@transaction.atomic(durable=True)
+def order_amend(
+    *,
+    account: Account,
+    order: Order,
+    price: Decimal | None = None,
+    quantity: Decimal | None = None,
+) -> OrderCommand:
+    """Ask the matcher to change a resting limit order's price or quantity. The matcher
+    decides; if the change needs more funds, they are held when it applies it."""
+    locked = _live_order(account, order)
+    if locked.type not in LIMIT_TYPES or locked.status == OrderStatus.PENDING:
+        raise _reject("NOT_AMENDABLE", "only a resting limit order can be amended")
+    if price is None and quantity is None:
+        raise _reject("NOTHING_TO_AMEND", "give a new price or quantity")
+    market = locked.market
+    _check_grid(
+        MarketUnits(market.tick_size, market.lot_size),
+        OrderRequest(
+            client_order_id="",
+            side=locked.side,
+            type=locked.type,
+            nonce=0,
+            signature="",
+            order_hash="",
+            price=price,
+            quantity=quantity,
+        ),
+    )
+    if quantity is not None and quantity <= locked.filled:
+        raise _reject("INVALID_QUANTITY", f"{quantity} is not above what is filled already")
+    payload = {}
+    if price is not None:
+        payload["price"] = str(price)
+    if quantity is not None:
+        payload["quantity"] = str(quantity)
+    return OrderCommand.objects.create(
+        market=market, kind=CommandKind.AMEND, account=account, order=locked, payload=payload
+    )
+
+
+@transaction.atomic(durable=True)
+def order_cancel_all(*, account: Account | None, market: Market) -> OrderCommand:
+    """Cancel every open order of ``account`` in ``market`` (all accounts' when
+    ``account`` is None: a staff action)."""
+    return OrderCommand.objects.create(market=market, kind=CommandKind.CANCEL_ALL, account=account)
