@@ -20,6 +20,7 @@ from exchange.engine import (
     Cancelled,
     Decremented,
     Expired,
+    LevelChanged,
     Order,
     OrderBook,
     OrderType,
@@ -143,12 +144,15 @@ class BookAgainstReference(RuleBasedStateMachine):
         self.band = band
         # Per order: (quantity, filled, prevented) to prove nothing fills beyond its size.
         self.ledger: dict[int, list[int]] = {}
-        self.closed: set[int] = set()
+        # The book as a subscriber would rebuild it from LEVEL events alone.
+        self.published: dict[tuple[Side, int], int] = {}
 
     def apply(self, engine_events: list, reference_events: list) -> None:
         assert engine_events == reference_events
         for event in engine_events:
             self.account_for(event)
+            if isinstance(event, LevelChanged):
+                self.published[(event.side, event.price)] = event.quantity
             # Shown by --hypothesis-show-statistics: proves the runs reach every event kind.
             hypothesis.event(str(event.kind), getattr(event, "reason", ""))
 
@@ -289,6 +293,13 @@ class BookAgainstReference(RuleBasedStateMachine):
         ]
         assert self.book.last_price == self.ref.last_price
         assert len(self.book) == len(self.ref.live)
+
+    @invariant()
+    def level_events_rebuild_the_book(self) -> None:
+        published = self.published
+        bids = sorted(((p, q) for (s, p), q in published.items() if s == "BUY" and q), reverse=True)
+        asks = sorted((p, q) for (s, p), q in published.items() if s == "SELL" and q)
+        assert (bids, asks) == self.book.depth(10_000)
 
     @invariant()
     def book_is_sound(self) -> None:
