@@ -632,12 +632,16 @@ class Order(models.Model):
                 | Q(status__in=[OrderStatus.CANCELLED, OrderStatus.EXPIRED]),
                 name="order_status_matches_fills",
             ),
+            # The matcher's time-priority stamp, from acceptance on. A rejected order
+            # never took a place in the queue, so it has none.
             models.CheckConstraint(
                 condition=Q(
-                    status=OrderStatus.PENDING, sequence__isnull=True, accepted_at__isnull=True
+                    status__in=[OrderStatus.PENDING, OrderStatus.REJECTED],
+                    sequence__isnull=True,
+                    accepted_at__isnull=True,
                 )
                 | (
-                    ~Q(status=OrderStatus.PENDING)
+                    ~Q(status__in=[OrderStatus.PENDING, OrderStatus.REJECTED])
                     & Q(sequence__isnull=False, sequence__gt=0, accepted_at__isnull=False)
                 ),
                 name="order_sequenced_once_accepted",

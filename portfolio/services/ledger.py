@@ -253,6 +253,32 @@ def holds_sync_many(orders: Sequence[Order], *, kind: str, cause: str) -> list[L
     return entries_post(entries)
 
 
+def hold_increase(*, order: Order, amount: Decimal, cause: str) -> list[LedgerTransaction]:
+    """Hold ``amount`` more for ``order`` — an amend that enlarges it, held before the
+    amended order can trade. Call inside a transaction; raises ``InsufficientFunds``."""
+    asset = order_hold_asset_id(order)
+    keys = [
+        trader_account_key(LedgerAccountKind.AVAILABLE, asset, order.account_id),
+        trader_account_key(LedgerAccountKind.HELD, asset, order.account_id),
+    ]
+    accounts = ledger_accounts_lock_keys(keys)
+    available, held = (accounts[k] for k in keys)
+    key = f"order:{order.pk}:{cause}"
+    if key in posted_keys([key]):
+        return []
+    require_available(available, amount, _asset_symbol(order))
+    return entries_post(
+        [
+            Entry(
+                kind=TransactionKind.HOLD,
+                idempotency_key=key,
+                order_id=order.pk,
+                legs=[Leg(available, -amount), Leg(held, amount, order_id=order.pk)],
+            )
+        ]
+    )
+
+
 def _asset_symbol(order: Order) -> str:
     market = order.market
     return market.quote.symbol if order.side == Side.BUY else market.base.symbol

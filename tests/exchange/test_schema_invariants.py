@@ -62,7 +62,7 @@ STEPS = {
     OrderStatus.OPEN: [("OPEN", ACCEPT)],
     OrderStatus.UNTRIGGERED: [("UNTRIGGERED", ACCEPT)],
     OrderStatus.REJECTED: [
-        ("REJECTED", ACCEPT + ", done_at = now(), reason = 'POST_ONLY_WOULD_TAKE'")
+        ("REJECTED", "status = %s, done_at = now(), reason = 'POST_ONLY_WOULD_TAKE'")
     ],
     OrderStatus.PARTIALLY_FILLED: [
         ("OPEN", ACCEPT),
@@ -388,12 +388,17 @@ def test_accepted_orders_carry_the_matchers_sequence_and_terminal_ones_an_end_ti
         )
 
 
-def test_a_rejection_says_why():
+def test_a_rejection_says_why_and_never_took_a_place_in_the_queue():
     order = OrderFactory()
     with refused("order_rejection_has_reason"):
         sql(
+            "UPDATE exchange_order SET status = 'REJECTED', done_at = now() WHERE id = %s",
+            [order.pk],
+        )
+    with refused("order_sequenced_once_accepted"):
+        sql(
             "UPDATE exchange_order SET status = 'REJECTED', sequence = 1, accepted_at = now(),"
-            " done_at = now() WHERE id = %s",
+            " done_at = now(), reason = 'POST_ONLY_WOULD_TAKE' WHERE id = %s",
             [order.pk],
         )
 

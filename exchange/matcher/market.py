@@ -1,0 +1,381 @@
+"""One market's matcher: the in-memory book and the apply → persist cycle.
+
+``MarketMatcher.run_batch()`` reads the market's pending commands in id order (never a
+"last seen id" cursor: ids can commit out of order, so it asks for what is not yet
+processed), applies them to the engine, and writes every result in ONE transaction:
+orders, trades, ledger settlement, hold releases and the commands' done-marks. If the
+transaction fails the book is rebuilt from the database, where the commands are still
+pending, and the engine — deterministic — applies them again.
+
+Ledger order within a batch: fills settle first (each consumes exactly what its order
+held for the filled part), then every order whose worst-case cost fell (finished,
+decremented, amended down) is released to what it still needs. An AMEND runs in a
+batch of its own, because a larger amend needs more held *before* it can trade.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import time
+from dataclasses import dataclass, field
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from django.db import transaction
+from django.db.models import Max
+from django.utils import timezone
+
+from exchange import engine
+from exchange.matcher.convert import QUANTUM, market_units, to_engine
+from exchange.models import (
+    LIVE_STATUSES,
+    STOP_TYPES,
+    TERMINAL_STATUSES,
+    CommandKind,
+    CommandStatus,
+    Market,
+    MarketStatus,
+    Order,
+    OrderCommand,
+    OrderStatus,
+    Side,
+    Trade,
+)
+from portfolio.holds import ZERO, fee_amount, order_hold_asset_id, order_hold_required
+from portfolio.models import LedgerAccountKind, TransactionKind
+from portfolio.services.ledger import (
+    hold_increase,
+    holds_sync_many,
+    ledger_accounts_lock_keys,
+    order_holds,
+    trade_settle_many,
+    trader_account_key,
+)
+
+log = logging.getLogger(__name__)
+
+BATCH_LIMIT = 500
+TERMINAL_EVENTS = {
+    engine.EventKind.CANCELLED: OrderStatus.CANCELLED,
+    engine.EventKind.EXPIRED: OrderStatus.EXPIRED,
+    engine.EventKind.REJECTED: OrderStatus.REJECTED,
+}
+
+
+@dataclass
+class BatchResult:
+    """What a committed batch changed, for publishing after the commit."""
+
+    first_sequence: int = 0
+    sequence: int = 0
+    commands: int = 0
+    levels: dict[tuple[str, Decimal], Decimal] = field(default_factory=dict)
+    trades: list[Trade] = field(default_factory=list)
+    orders: list[Order] = field(default_factory=list)
+    replies: dict[int, dict] = field(default_factory=dict)
+
+
+class MarketMatcher:
+    def __init__(self, market: Market) -> None:
+        self.market = market
+        self.units = market_units(market)
+        self.book: engine.OrderBook
+        self.sequence = 0  # commands applied: the per-market, gap-free journal position
+        self.trade_sequence = 0
+        self.rebuild()
+
+    # --- recovery ---------------------------------------------------------------------
+
+    def rebuild(self) -> None:
+        """Rebuild the book from the database: the open and untriggered orders, in
+        time priority, continuing every counter where the database left it."""
+        market = Market.objects.get(pk=self.market.pk)
+        self.market = market
+        orders = Order.objects.filter(market=market)
+        self.book = engine.OrderBook(
+            price_band_bps=int(market.price_band * 10_000),
+            sequence=orders.aggregate(m=Max("sequence"))["m"] or 0,
+        )
+        last_trade = Trade.objects.filter(market=market).order_by("-sequence").first()
+        self.book.restore(
+            [
+                to_engine(order, self.units, restoring=True)
+                for order in orders.filter(status__in=LIVE_STATUSES).order_by("sequence")
+            ],
+            last_price=self.units.price_to_ticks(last_trade.price) if last_trade else None,
+        )
+        if market.status == MarketStatus.HALTED:
+            self.book.halt()
+        self.sequence = (
+            OrderCommand.objects.filter(market=market).aggregate(m=Max("sequence"))["m"] or 0
+        )
+        self.trade_sequence = last_trade.sequence if last_trade else 0
+
+    # --- the cycle --------------------------------------------------------------------
+
+    def pending(self, limit: int) -> list[OrderCommand]:
+        commands = list(
+            OrderCommand.objects.filter(market=self.market, status=CommandStatus.PENDING)
+            .select_related("order")
+            .order_by("id")[:limit]
+        )
+        # An amend runs alone: it may need more held before it can trade.
+        for index, command in enumerate(commands):
+            if command.kind == CommandKind.AMEND:
+                return commands[: index or 1]
+        return commands
+
+    def run_batch(self, *, limit: int = BATCH_LIMIT, now_ms: int | None = None) -> BatchResult:
+        """Apply and persist one batch; returns what it changed (empty when idle)."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        try:
+            with transaction.atomic(durable=True):
+                commands = self.pending(limit)
+                batch = _Batch(self, now_ms)
+                for command in commands:
+                    batch.apply(command)
+                batch.apply_expiry()
+                if not batch.result.commands and not batch.touched:
+                    return batch.result
+                batch.persist()
+            return batch.result
+        except Exception:
+            log.exception("market %s: batch failed; rebuilding the book", self.market.symbol)
+            self.rebuild()
+            raise
+
+
+class _Batch:
+    """One batch's work: engine events turned into rows and postings."""
+
+    def __init__(self, matcher: MarketMatcher, now_ms: int) -> None:
+        self.m = matcher
+        self.units = matcher.units
+        self.now_ms = now_ms
+        self.now = timezone.now()
+        self.result = BatchResult(first_sequence=matcher.sequence + 1, sequence=matcher.sequence)
+        self.orders: dict[int, Order] = {}
+        self.touched: set[int] = set()
+        self.terminal: dict[int, tuple[str, str]] = {}
+        self.trades: list[Trade] = []
+        self.done: list[OrderCommand] = []
+        self.topups: list[tuple[Order, Decimal]] = []
+        self.placing: int | None = None  # the order the current PLACE command submits
+
+    # --- applying ---------------------------------------------------------------------
+
+    def _order(self, order_id: int) -> Order:
+        order = self.orders.get(order_id)
+        if order is None:
+            order = Order.objects.get(pk=order_id)
+            order.market = self.m.market
+            self.orders[order_id] = order
+        return order
+
+    def apply(self, command: OrderCommand) -> None:
+        m = self.m
+        m.sequence += 1
+        book = m.book
+        if command.order_id is not None and command.order_id not in self.orders:
+            command.order.market = m.market
+            self.orders[command.order_id] = command.order
+        kind = command.kind
+        self.placing = command.order_id if kind == CommandKind.PLACE else None
+        if kind == CommandKind.PLACE:
+            events = book.submit(to_engine(command.order, self.units))
+        elif kind == CommandKind.CANCEL:
+            events = book.cancel(command.order_id)
+        elif kind == CommandKind.CANCEL_ALL:
+            events = book.cancel_all(command.account_id)
+        elif kind == CommandKind.AMEND:
+            events = self._amend(command)
+        elif kind == CommandKind.HALT:
+            events = book.halt()
+            self._market_status(MarketStatus.HALTED)
+        else:
+            events = book.resume()
+            self._market_status(MarketStatus.OPEN)
+        self._events(events)
+        rejected = next((e for e in events if e.kind == engine.EventKind.REJECTED), None)
+        command.status = CommandStatus.DONE
+        command.sequence = m.sequence
+        command.processed_at = self.now
+        command.result = {"rejected": str(rejected.reason)} if rejected else {"events": len(events)}
+        self.done.append(command)
+        self.result.commands += 1
+        self.result.sequence = m.sequence
+
+    def _market_status(self, status: str) -> None:
+        if self.m.market.status != status:
+            Market.objects.filter(pk=self.m.market.pk).update(status=status)
+            self.m.market.status = status
+
+    def _amend(self, command: OrderCommand) -> list[engine.Event]:
+        """Apply an amend, first making sure the trader can fund a larger order: the
+        extra hold is posted before the amended order can trade (see ``persist``)."""
+        order = self._order(command.order_id)
+        payload = command.payload
+        price = Decimal(payload["price"]) if "price" in payload else None
+        total = Decimal(payload["quantity"]) if "quantity" in payload else None
+        remaining = total - order.filled if total is not None else None
+        if not order.is_terminal and (remaining is None or remaining > 0):
+            amended = copy.copy(order)
+            amended.price = price if price is not None else order.price
+            amended.remaining = remaining if remaining is not None else order.remaining
+            extra = order_hold_required(amended) - order_holds([order.pk]).get(order.pk, ZERO)
+            if extra > 0:
+                key = trader_account_key(
+                    LedgerAccountKind.AVAILABLE, order_hold_asset_id(order), order.account_id
+                )
+                # Locked until this batch commits: the funds checked here stay there.
+                available = ledger_accounts_lock_keys([key])[key]
+                if available.balance < extra:
+                    return [engine.Rejected(order.pk, None, "INSUFFICIENT_FUNDS")]
+                self.topups.append((order, extra))
+        return self.m.book.amend(
+            order.pk,
+            price=self.units.price_to_ticks(price) if price is not None else None,
+            quantity=self.units.qty_to_lots(remaining) if remaining is not None else None,
+        )
+
+    def apply_expiry(self) -> None:
+        self._events(self.m.book.expire(self.now_ms))
+
+    def _events(self, events: list[engine.Event]) -> None:
+        K = engine.EventKind
+        units = self.units
+        for event in events:
+            kind = event.kind
+            if kind == K.LEVEL:
+                side = "bids" if event.side == engine.Side.BUY else "asks"
+                self.result.levels[(side, units.ticks_to_price(event.price))] = units.lots_to_qty(
+                    event.quantity
+                )
+            elif kind == K.TRADE:
+                self._trade(event)
+            elif kind in (K.ACCEPTED, K.TRIGGERED, K.REFILLED):
+                order = self._order(event.order_id)
+                order.sequence = event.sequence
+                order.accepted_at = order.accepted_at or self.now
+                self.touched.add(order.pk)
+            elif kind == K.AMENDED:
+                order = self._order(event.order_id)
+                order.price = units.ticks_to_price(event.price)
+                order.remaining = units.lots_to_qty(event.remaining)
+                order.quantity = order.filled + order.remaining
+                order.sequence = event.sequence
+                self.touched.add(order.pk)
+            elif kind == K.DECREMENTED:
+                order = self._order(event.order_id)
+                order.remaining = units.lots_to_qty(event.remaining)
+                order.quantity = order.filled + order.remaining
+                self.touched.add(order.pk)
+            elif kind in TERMINAL_EVENTS:
+                order = self._order(event.order_id)
+                if kind == K.REJECTED and event.order_id != self.placing:
+                    continue  # a refused cancel or amend: the order itself stands
+                reason = str(getattr(event, "reason", "") or "GTT_EXPIRED")
+                self.terminal[order.pk] = (TERMINAL_EVENTS[kind], reason)
+                self.touched.add(order.pk)
+            elif kind == K.RESTED:
+                self.touched.add(event.order_id)
+                self._order(event.order_id)
+
+    def _trade(self, event: engine.Trade) -> None:
+        units = self.units
+        maker = self._order(event.maker_order_id)
+        taker = self._order(event.taker_order_id)
+        price = units.ticks_to_price(event.price)
+        quantity = units.lots_to_qty(event.quantity)
+        notional = price * quantity
+        for order in (maker, taker):
+            order.filled += quantity
+            order.filled_quote += notional
+            if order.quantity is not None:
+                order.remaining -= quantity
+            order.average_price = (order.filled_quote / order.filled).quantize(
+                QUANTUM, ROUND_HALF_EVEN
+            )
+            self.touched.add(order.pk)
+        self.m.trade_sequence += 1
+        buyer, seller = (taker, maker) if taker.side == Side.BUY else (maker, taker)
+        self.trades.append(
+            Trade(
+                market=self.m.market,
+                sequence=self.m.trade_sequence,
+                maker_order=maker,
+                taker_order=taker,
+                buyer_id=buyer.account_id,
+                seller_id=seller.account_id,
+                aggressor_side=taker.side,
+                price=price,
+                quantity=quantity,
+                quote_quantity=notional,
+                maker_fee=fee_amount(notional, maker.maker_fee_rate),
+                taker_fee=fee_amount(notional, taker.taker_fee_rate),
+                maker_remaining=maker.remaining,
+                taker_remaining=taker.remaining,
+                executed_at=self.now,
+            )
+        )
+
+    # --- persisting -------------------------------------------------------------------
+
+    def _final_status(self, order: Order) -> None:
+        if order.pk in self.terminal:
+            order.status, order.reason = self.terminal[order.pk]
+            if order.status == OrderStatus.REJECTED:
+                order.sequence = order.accepted_at = None
+        else:
+            resting = self.m.book.get(order.pk)
+            if resting is None:
+                order.status = OrderStatus.FILLED  # left the book with nothing to cancel
+            elif order.type in STOP_TYPES and not resting.triggered:
+                order.status = OrderStatus.UNTRIGGERED
+            elif order.filled:
+                order.status = OrderStatus.PARTIALLY_FILLED
+            else:
+                order.status = OrderStatus.OPEN
+        if order.status in TERMINAL_STATUSES:
+            order.done_at = order.done_at or self.now
+
+    def persist(self) -> None:
+        changed = [self.orders[pk] for pk in sorted(self.touched)]
+        for order in changed:
+            self._final_status(order)
+        Order.objects.bulk_update(
+            changed,
+            [
+                "price",
+                "quantity",
+                "remaining",
+                "filled",
+                "filled_quote",
+                "average_price",
+                "status",
+                "reason",
+                "sequence",
+                "accepted_at",
+                "done_at",
+            ],
+        )
+        for order, extra in self.topups:  # an amend's extra hold, before it trades
+            hold_increase(order=order, amount=extra, cause=f"amend:{self.m.sequence}")
+        Trade.objects.bulk_create(self.trades)
+        trade_settle_many(trades=self.trades)
+        # Release what finished, decremented or amended-down orders no longer need.
+        held = order_holds(o.pk for o in changed)
+        excess = [o for o in changed if order_hold_required(o) != held.get(o.pk, ZERO)]
+        holds_sync_many(
+            [o for o in excess if o.is_terminal], kind=TransactionKind.RELEASE, cause="final"
+        )
+        holds_sync_many(
+            [o for o in excess if not o.is_terminal],
+            kind=TransactionKind.RELEASE,
+            cause=f"seq:{self.m.sequence}@{self.now_ms}",
+        )
+        OrderCommand.objects.bulk_update(
+            self.done, ["status", "sequence", "processed_at", "result"]
+        )
+        self.result.trades = self.trades
+        self.result.orders = changed

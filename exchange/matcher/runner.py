@@ -1,0 +1,157 @@
+"""The matcher process: owns markets by PostgreSQL advisory lock and runs their batches.
+
+Each market is owned through a session-level advisory lock held on a dedicated
+connection. A second matcher for the same market blocks on nothing: it retries the
+lock every poll and takes over — rebuilding the book from the database — the moment
+the owner's connection closes (the owner died). Every batch first checks, inside its
+own transaction, that this process's lock connection still holds the lock, so a
+matcher that lost its lock (a network partition, a restarted database) never writes
+another byte for that market.
+
+The loop sleeps on LISTEN (woken by the journal's NOTIFY trigger) and polls, so a
+lost notification costs at most one poll interval.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import socket
+import threading
+import time
+
+import psycopg
+from django.conf import settings
+from django.db import connection
+
+from exchange.matcher.market import BATCH_LIMIT, MarketMatcher
+from exchange.matcher.publish import publish, redis_client
+from exchange.models import MATCHER_CHANNEL, Market
+
+log = logging.getLogger("exchange.matcher")
+
+LOCK_NAMESPACE = 0x4D41  # "MA": the advisory-lock class of market ownership
+HEARTBEAT_TTL_SECONDS = 10
+
+
+class LostLock(RuntimeError):
+    pass
+
+
+def _conninfo() -> dict:
+    db = settings.DATABASES["default"]
+    info = {"dbname": db["NAME"], "user": db["USER"], "autocommit": True}
+    host = db.get("HOST") or db.get("OPTIONS", {}).get("host")
+    if host:
+        info["host"] = host
+    if db.get("PORT"):
+        info["port"] = db["PORT"]
+    if db.get("PASSWORD"):
+        info["password"] = db["PASSWORD"]
+    info["application_name"] = "dex-matcher-lock"
+    return info
+
+
+def heartbeat_key(symbol: str) -> str:
+    return f"dex:matcher:{symbol}"
+
+
+class Runner:
+    def __init__(
+        self,
+        symbols: list[str] | None = None,
+        *,
+        poll_interval: float = 0.2,
+        batch_limit: int = BATCH_LIMIT,
+    ) -> None:
+        self.symbols = symbols
+        self.poll_interval = poll_interval
+        self.batch_limit = batch_limit
+        self.owned: dict[int, MarketMatcher] = {}
+        self.stop = threading.Event()
+        self.identity = f"{socket.gethostname()}:{os.getpid()}"
+
+    def markets(self) -> list[Market]:
+        markets = Market.objects.order_by("pk")
+        return list(markets.filter(symbol__in=self.symbols) if self.symbols else markets)
+
+    def run(self) -> None:
+        with psycopg.connect(**_conninfo()) as lock_conn:
+            lock_conn.execute(f"LISTEN {MATCHER_CHANNEL}")
+            self.lock_pid = lock_conn.info.backend_pid
+            log.info("matcher %s started (lock session %s)", self.identity, self.lock_pid)
+            wanted = self.markets()
+            last_beat = 0.0
+            while not self.stop.is_set():
+                self._acquire(lock_conn, wanted)
+                busy = self._run_owned()
+                if time.monotonic() - last_beat > 1:
+                    self._heartbeat()
+                    last_beat = time.monotonic()
+                if not busy:
+                    self._wait(lock_conn)
+            log.info("matcher %s stopping", self.identity)
+
+    def _acquire(self, lock_conn: psycopg.Connection, wanted: list[Market]) -> None:
+        for market in wanted:
+            if market.pk in self.owned:
+                continue
+            got = lock_conn.execute(
+                "SELECT pg_try_advisory_lock(%s, %s)", [LOCK_NAMESPACE, market.pk]
+            ).fetchone()[0]
+            if got:
+                log.info(
+                    "matcher %s now owns %s; rebuilding its book", self.identity, market.symbol
+                )
+                matcher = MarketMatcher(market)
+                self.owned[market.pk] = matcher
+                publish_snapshot(matcher)
+
+    def _fence(self, market_id: int) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = %s"
+                " AND objid = %s AND pid = %s AND granted",
+                [LOCK_NAMESPACE, market_id, self.lock_pid],
+            )
+            if cursor.fetchone() is None:
+                raise LostLock(f"market {market_id}: ownership lost")
+
+    def _run_owned(self) -> bool:
+        busy = False
+        for market_id, matcher in list(self.owned.items()):
+            try:
+                self._fence(market_id)
+            except LostLock:
+                log.error("matcher %s lost %s; stopping", self.identity, matcher.market.symbol)
+                raise
+            result = matcher.run_batch(limit=self.batch_limit)
+            if result.commands or result.orders:
+                publish(matcher, result)
+                busy = busy or result.commands >= self.batch_limit
+        return busy
+
+    def _wait(self, lock_conn: psycopg.Connection) -> None:
+        readable, _, _ = select.select([lock_conn.fileno()], [], [], self.poll_interval)
+        if readable:
+            for _ in lock_conn.notifies(timeout=0, stop_after=10_000):
+                pass
+
+    def _heartbeat(self) -> None:
+        client = redis_client()
+        now = time.time()
+        for matcher in self.owned.values():
+            client.set(
+                heartbeat_key(matcher.market.symbol),
+                f'{{"owner": "{self.identity}", "at": {now}}}',
+                ex=HEARTBEAT_TTL_SECONDS,
+            )
+
+
+def publish_snapshot(matcher: MarketMatcher) -> None:
+    import json
+
+    from exchange.matcher.publish import book_key, snapshot
+
+    redis_client().set(book_key(matcher.market.symbol), json.dumps(snapshot(matcher)))
