@@ -14,6 +14,7 @@ lost notification costs at most one poll interval.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import select
@@ -144,7 +145,7 @@ class Runner:
         for matcher in self.owned.values():
             client.set(
                 heartbeat_key(matcher.market.symbol),
-                f'{{"owner": "{self.identity}", "at": {now}}}',
+                json.dumps({"owner": self.identity, "at": now, "sequence": matcher.sequence}),
                 ex=HEARTBEAT_TTL_SECONDS,
             )
 

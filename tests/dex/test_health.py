@@ -47,3 +47,27 @@ def test_healthz_is_503_when_postgres_is_unreachable(client, monkeypatch):
 
 def test_healthz_only_answers_get(client):
     assert client.post("/healthz").status_code == 405
+
+
+def test_healthz_is_503_while_a_trading_market_has_no_live_matcher(client, market):
+    import redis as redis_lib
+    from django.conf import settings
+
+    from exchange.matcher.runner import heartbeat_key
+
+    beats = redis_lib.Redis.from_url(settings.REDIS_URL)
+    beats.delete(heartbeat_key(market.symbol))
+    response = client.get("/healthz")
+    assert response.status_code == 503
+    matchers = response.json()["checks"]["matchers"]
+    assert matchers["error"] == f"no live matcher for {market.symbol}"
+    assert matchers["detail"] == {market.symbol: {"owner": None}}
+
+    beats.set(heartbeat_key(market.symbol), '{"owner": "host:42", "at": 1}', ex=10)
+    try:
+        response = client.get("/healthz")
+        assert response.status_code == 200
+        detail = response.json()["checks"]["matchers"]["detail"][market.symbol]
+        assert detail["owner"] == "host:42"
+    finally:
+        beats.delete(heartbeat_key(market.symbol))
