@@ -14,6 +14,7 @@ lost notification costs at most one poll interval.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -108,6 +109,7 @@ class Runner:
                 matcher = MarketMatcher(market)
                 self.owned[market.pk] = matcher
                 publish_snapshot(matcher)
+                _freeze_long_lived()
 
     def _fence(self, market_id: int) -> None:
         with connection.cursor() as cursor:
@@ -131,6 +133,7 @@ class Runner:
             if result.commands or result.orders:
                 publish(matcher, result)
                 busy = busy or result.commands >= self.batch_limit
+                _freeze_long_lived()
         return busy
 
     def _wait(self, lock_conn: psycopg.Connection) -> None:
@@ -148,6 +151,15 @@ class Runner:
                 json.dumps({"owner": self.identity, "at": now, "sequence": matcher.sequence}),
                 ex=HEARTBEAT_TTL_SECONDS,
             )
+
+
+def _freeze_long_lived() -> None:
+    """Keep the books out of the cycle collector's full passes (a pass over a book of
+    300,000 orders costs ~0.4 s). The young generations are collected first, so the
+    batch's own cyclic garbage is freed, not frozen; frozen objects are still freed by
+    reference counting when the book lets go of them."""
+    gc.collect(1)
+    gc.freeze()
 
 
 def publish_snapshot(matcher: MarketMatcher) -> None:
