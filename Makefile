@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format manage clean-data
+.PHONY: help install run test lint format manage clean-data bench-engine bench-ledger
 
 help:
 	@echo "make run      start the platform (web; demo data; prints the URLs and the staff login)"
@@ -17,6 +17,8 @@ help:
 	@echo "make format   ruff format + autofix"
 	@echo "make manage ARGS='…'   any manage.py command with the platform's environment"
 	@echo "make clean-data        delete the embedded databases under .data/"
+	@echo "make bench-engine      engine vs PyPI order books (own venv: .venv-bench)"
+	@echo "make bench-ledger      trade settlements per second"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=/path/to/python3.11)")'
@@ -47,3 +49,15 @@ manage: install
 
 clean-data:
 	rm -rf .data
+
+# Benchmark-only packages live in their own virtualenv, never in the app's.
+.venv-bench/.installed-stamp: bench/requirements.txt
+	$(PYTHON) -m venv .venv-bench
+	.venv-bench/bin/python -m pip install --quiet --disable-pip-version-check -r bench/requirements.txt
+	@touch $@
+
+bench-engine: .venv-bench/.installed-stamp
+	.venv-bench/bin/python bench/engine.py $(ARGS)
+
+bench-ledger: install
+	$(BIN)/python -m dex.devstack exec -- $(BIN)/python bench/ledger.py $(ARGS)
