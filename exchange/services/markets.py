@@ -4,7 +4,7 @@ from decimal import Decimal
 
 from django.db import transaction
 
-from exchange.models import Asset, Market, MarketStatus
+from exchange.models import Asset, CommandKind, Market, MarketStatus, OrderCommand
 
 
 @transaction.atomic
@@ -59,3 +59,24 @@ def market_open(*, market: Market) -> Market:
     if not updated and market.status != MarketStatus.OPEN:
         raise ValueError(f"market {market.symbol} is {market.status}, not PRE_OPEN")
     return market
+
+
+class MarketStateError(ValueError):
+    pass
+
+
+@transaction.atomic(durable=True)
+def market_halt(*, market: Market) -> OrderCommand:
+    """Ask the matcher to halt ``market``: it stops accepting orders and amends, keeps
+    the book, and still applies cancels and expiries. The market row turns HALTED in
+    the same transaction as the matcher applies it, never before."""
+    if market.status != MarketStatus.OPEN:
+        raise MarketStateError(f"{market.symbol} is {market.status}, not OPEN")
+    return OrderCommand.objects.create(market=market, kind=CommandKind.HALT)
+
+
+@transaction.atomic(durable=True)
+def market_resume(*, market: Market) -> OrderCommand:
+    if market.status != MarketStatus.HALTED:
+        raise MarketStateError(f"{market.symbol} is {market.status}, not HALTED")
+    return OrderCommand.objects.create(market=market, kind=CommandKind.RESUME)

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from exchange.matcher.market import MarketMatcher
 from exchange.models import CommandStatus, Order, OrderCommand, OrderStatus, Trade
+from exchange.services.markets import MarketStateError, market_halt, market_resume
 from exchange.services.orders import (
     OrderRequest,
     order_amend,
@@ -190,11 +191,19 @@ def test_cancel_all_and_halt(market, matcher, buyer, seller):
     assert Order.objects.filter(account=buyer, status="CANCELLED").count() == 2
     assert refreshed(mine)[0].status == "OPEN"
 
-    OrderCommand.objects.create(market=market, kind="HALT")
+    market_halt(market=market)
     matcher.run_batch()
     market.refresh_from_db()
     assert market.status == "HALTED"
     assert matcher.book.halted
+    with pytest.raises(MarketStateError):
+        market_halt(market=market)
+
+    market_resume(market=market)
+    matcher.run_batch()
+    market.refresh_from_db()
+    assert market.status == "OPEN"
+    assert not matcher.book.halted
 
 
 def test_a_restarted_matcher_rebuilds_the_same_book(market, matcher, buyer, seller):
