@@ -44,6 +44,7 @@ from exchange.models import (
 from portfolio.holds import ZERO, fee_amount, order_hold_asset_id, order_hold_required
 from portfolio.models import LedgerAccountKind, TransactionKind
 from portfolio.services.ledger import (
+    _trade_account_keys,
     hold_increase,
     holds_sync_many,
     ledger_accounts_lock_keys,
@@ -224,11 +225,12 @@ class _Batch:
             amended.remaining = remaining if remaining is not None else order.remaining
             extra = order_hold_required(amended) - order_holds([order.pk]).get(order.pk, ZERO)
             if extra > 0:
-                key = trader_account_key(
-                    LedgerAccountKind.AVAILABLE, order_hold_asset_id(order), order.account_id
-                )
-                # Locked until this batch commits: the funds checked here stay there.
-                available = ledger_accounts_lock_keys([key])[key]
+                asset = order_hold_asset_id(order)
+                key = trader_account_key(LedgerAccountKind.AVAILABLE, asset, order.account_id)
+                held = trader_account_key(LedgerAccountKind.HELD, asset, order.account_id)
+                # Locked until this batch commits: the funds checked here stay there. The
+                # held account with it, as order_place locks them (no deadlock between).
+                available = ledger_accounts_lock_keys([key, held])[key]
                 if available.balance < extra:
                     return [engine.Rejected(order.pk, None, "INSUFFICIENT_FUNDS")]
                 self.topups.append((order, extra))
@@ -358,6 +360,17 @@ class _Batch:
                 "accepted_at",
                 "done_at",
             ],
+        )
+        # Lock every ledger account the batch posts to at once, in primary-key order as
+        # order_place does: locked in rounds (the trades', then the releases') they
+        # deadlocked with a trader placing an order on an account of the second round.
+        ledger_accounts_lock_keys(
+            [k for t in self.trades for k in _trade_account_keys(t)]
+            + [
+                trader_account_key(kind, order_hold_asset_id(o), o.account_id)
+                for o in changed
+                for kind in (LedgerAccountKind.AVAILABLE, LedgerAccountKind.HELD)
+            ]
         )
         for order, extra in self.topups:  # an amend's extra hold, before it trades
             hold_increase(order=order, amount=extra, cause=f"amend:{self.m.sequence}")
