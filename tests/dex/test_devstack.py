@@ -9,10 +9,12 @@
 import http.cookiejar
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -34,6 +36,17 @@ with psycopg.connect(**conninfo) as conn:
     print("pg", conn.execute("SELECT system_identifier FROM pg_control_system()").fetchone()[0])
 print("redis", redis.Redis.from_url(os.environ["REDIS_URL"]).info("server")["run_id"])
 """
+
+
+@pytest.fixture
+def data_root():
+    """A scratch directory the embedded PostgreSQL can use. Not pytest's ``tmp_path``:
+    as root, pgserver runs PostgreSQL as its own system user, which must be able to
+    traverse every parent, and pytest keeps its temporary root private (0700)."""
+    root = Path(tempfile.mkdtemp(prefix="dex-devstack-"))
+    root.chmod(0o755)
+    yield root
+    shutil.rmtree(root, ignore_errors=True)
 
 
 def launcher_env(**overrides: str) -> dict[str, str]:
@@ -70,17 +83,17 @@ def current_servers() -> dict[str, str]:
 
 
 @pytest.mark.django_db
-def test_external_services_are_used_when_urls_are_set(tmp_path):
+def test_external_services_are_used_when_urls_are_set(data_root):
     env = launcher_env(DATABASE_URL=os.environ["DATABASE_URL"], REDIS_URL=os.environ["REDIS_URL"])
-    seen = probe(tmp_path / "data", env)
+    seen = probe(data_root / "data", env)
     assert seen == current_servers()
-    assert not (tmp_path / "data" / "pg").exists()
-    assert not (tmp_path / "data" / "redis").exists()
+    assert not (data_root / "data" / "pg").exists()
+    assert not (data_root / "data" / "redis").exists()
 
 
 @pytest.mark.django_db
-def test_embedded_services_start_when_urls_are_unset_and_stop_on_exit(tmp_path):
-    data_dir = tmp_path / "data"
+def test_embedded_services_start_when_urls_are_unset_and_stop_on_exit(data_root):
+    data_dir = data_root / "data"
     first = probe(data_dir, launcher_env())
     assert first != current_servers()  # its own servers, not the suite's
     assert (data_dir / "pg" / "PG_VERSION").exists()
@@ -136,8 +149,8 @@ def admin_login(base: str, username: str, password: str) -> str:
 
 
 @pytest.mark.django_db
-def test_run_serves_admin_and_healthz_and_is_safe_to_run_twice(tmp_path):
-    data_dir = tmp_path / "data"
+def test_run_serves_admin_and_healthz_and_is_safe_to_run_twice(data_root):
+    data_dir = data_root / "data"
     logins = []
     for attempt in (1, 2):
         port = free_port()
