@@ -44,11 +44,11 @@ from exchange.models import (
 from portfolio.holds import ZERO, fee_amount, order_hold_asset_id, order_hold_required
 from portfolio.models import LedgerAccountKind, TransactionKind
 from portfolio.services.ledger import (
-    _trade_account_keys,
     hold_increase,
     holds_sync_many,
     ledger_accounts_lock_keys,
     order_holds,
+    trade_account_keys,
     trade_settle_many,
     trader_account_key,
 )
@@ -90,6 +90,7 @@ class MarketMatcher:
     def rebuild(self) -> None:
         """Rebuild the book from the database: the open and untriggered orders, in
         time priority, continuing every counter where the database left it."""
+        self.stale = True
         market = Market.objects.get(pk=self.market.pk)
         self.market = market
         orders = Order.objects.filter(market=market)
@@ -111,6 +112,7 @@ class MarketMatcher:
             OrderCommand.objects.filter(market=market).aggregate(m=Max("sequence"))["m"] or 0
         )
         self.trade_sequence = last_trade.sequence if last_trade else 0
+        self.stale = False
 
     # --- the cycle --------------------------------------------------------------------
 
@@ -129,6 +131,8 @@ class MarketMatcher:
     def run_batch(self, *, limit: int = BATCH_LIMIT, now_ms: int | None = None) -> BatchResult:
         """Apply and persist one batch; returns what it changed (empty when idle)."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        if self.stale:
+            self.rebuild()
         try:
             with transaction.atomic(durable=True):
                 commands = self.pending(limit)
@@ -141,6 +145,10 @@ class MarketMatcher:
                 batch.persist()
             return batch.result
         except Exception:
+            # The engine applied what the database did not keep: the book is wrong until
+            # it is rebuilt from the database (now, or before the next batch if the
+            # database cannot answer now).
+            self.stale = True
             log.exception("market %s: batch failed; rebuilding the book", self.market.symbol)
             self.rebuild()
             raise
@@ -365,7 +373,7 @@ class _Batch:
         # order_place does: locked in rounds (the trades', then the releases') they
         # deadlocked with a trader placing an order on an account of the second round.
         ledger_accounts_lock_keys(
-            [k for t in self.trades for k in _trade_account_keys(t)]
+            [k for t in self.trades for k in trade_account_keys(t)]
             + [
                 trader_account_key(kind, order_hold_asset_id(o), o.account_id)
                 for o in changed

@@ -71,6 +71,7 @@ class Runner:
         self.poll_interval = poll_interval
         self.batch_limit = batch_limit
         self.owned: dict[int, MarketMatcher] = {}
+        self.failures: dict[int, int] = {}
         self.stop = threading.Event()
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -129,7 +130,21 @@ class Runner:
             except LostLock:
                 log.error("matcher %s lost %s; stopping", self.identity, matcher.market.symbol)
                 raise
-            result = matcher.run_batch(limit=self.batch_limit)
+            try:
+                result = matcher.run_batch(limit=self.batch_limit)
+            except Exception:
+                # The batch rolled back and the book was rebuilt from the database (or
+                # will be, once it answers again): back off and try again, rather than
+                # take every market of this process down with it.
+                failures = self.failures.get(market_id, 0) + 1
+                self.failures[market_id] = failures
+                log.exception(
+                    "market %s: batch failed (%d in a row)", matcher.market.symbol, failures
+                )
+                connection.close_if_unusable_or_obsolete()
+                time.sleep(min(5.0, 0.05 * 2**failures))
+                continue
+            self.failures.pop(market_id, None)
             if result.commands or result.orders:
                 publish(matcher, result)
                 busy = busy or result.commands >= self.batch_limit

@@ -356,7 +356,7 @@ def _trade_entry(trade: Trade, accounts: dict[AccountKey, LedgerAccount]) -> Ent
     )
 
 
-def _trade_account_keys(trade: Trade) -> list[AccountKey]:
+def trade_account_keys(trade: Trade) -> list[AccountKey]:
     market = trade.market
     A, H = LedgerAccountKind.AVAILABLE, LedgerAccountKind.HELD
     return [
@@ -377,7 +377,7 @@ def trade_settle_many(*, trades: Sequence[Trade]) -> list[LedgerTransaction]:
     — with ``market``, ``maker_order`` and ``taker_order`` loaded on each trade."""
     if not trades:
         return []
-    accounts = ledger_accounts_lock_keys(k for t in trades for k in _trade_account_keys(t))
+    accounts = ledger_accounts_lock_keys(k for t in trades for k in trade_account_keys(t))
     # Checked under the locks, so a concurrent settlement of the same fill is seen.
     already = posted_keys(f"trade:{t.pk}" for t in trades)
     todo = [t for t in trades if f"trade:{t.pk}" not in already]

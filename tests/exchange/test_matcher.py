@@ -276,3 +276,29 @@ def test_every_trader_sees_the_fills_of_many_orders(market, matcher):
     assert not Order.objects.filter(status="PENDING").exists()
     bids, asks = matcher.book.depth(1)
     assert not bids or not asks or bids[0][0] < asks[0][0]
+
+
+def test_a_failed_batch_leaves_nothing_behind_and_the_next_one_applies_it(
+    market, matcher, buyer, seller, monkeypatch
+):
+    from exchange.matcher import market as matcher_module
+
+    ask = place(seller, market, "SELL", "1", "100")
+    bid = place(buyer, market, "BUY", "1", "100")
+    original = matcher_module._Batch.persist
+
+    def fail_once(batch):
+        monkeypatch.setattr(matcher_module._Batch, "persist", original)
+        raise RuntimeError("the database went away mid-batch")
+
+    monkeypatch.setattr(matcher_module._Batch, "persist", fail_once)
+    with pytest.raises(RuntimeError):
+        matcher.run_batch()
+    # Nothing persisted, and the book is what the database says: empty.
+    assert not Trade.objects.exists()
+    assert matcher.book.depth(5) == ([], [])
+    assert {o.status for o in refreshed(ask, bid)} == {"PENDING"}
+
+    matcher.run_batch()
+    assert {o.status for o in refreshed(ask, bid)} == {"FILLED"}
+    assert Trade.objects.count() == 1
