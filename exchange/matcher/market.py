@@ -16,12 +16,13 @@ batch of its own, because a larger amend needs more held *before* it can trade.
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -353,22 +354,7 @@ class _Batch:
         changed = [self.orders[pk] for pk in sorted(self.touched)]
         for order in changed:
             self._final_status(order)
-        Order.objects.bulk_update(
-            changed,
-            [
-                "price",
-                "quantity",
-                "remaining",
-                "filled",
-                "filled_quote",
-                "average_price",
-                "status",
-                "reason",
-                "sequence",
-                "accepted_at",
-                "done_at",
-            ],
-        )
+        _orders_update(changed)
         # Lock every ledger account the batch posts to at once, in primary-key order as
         # order_place does: locked in rounds (the trades', then the releases') they
         # deadlocked with a trader placing an order on an account of the second round.
@@ -395,8 +381,69 @@ class _Batch:
             kind=TransactionKind.RELEASE,
             cause=f"seq:{self.m.sequence}@{self.now_ms}",
         )
-        OrderCommand.objects.bulk_update(
-            self.done, ["status", "sequence", "processed_at", "result"]
-        )
+        _commands_done(self.done, self.now)
         self.result.trades = self.trades
         self.result.orders = changed
+
+
+# Django's bulk_update builds a CASE expression per column per row, which cost three
+# quarters of a batch; one UPDATE joined to unnested column arrays does the same work in
+# a single round trip (and the tables' triggers still fire for every row).
+_ORDERS_UPDATE = """
+UPDATE exchange_order AS o
+   SET price = v.price, quantity = v.quantity, remaining = v.remaining, filled = v.filled,
+       filled_quote = v.filled_quote, average_price = v.average_price, status = v.status,
+       reason = v.reason, sequence = v.sequence, accepted_at = v.accepted_at,
+       done_at = v.done_at
+  FROM unnest(%s::bigint[], %s::numeric[], %s::numeric[], %s::numeric[], %s::numeric[],
+              %s::numeric[], %s::numeric[], %s::text[], %s::text[], %s::bigint[],
+              %s::timestamptz[], %s::timestamptz[])
+       AS v(id, price, quantity, remaining, filled, filled_quote, average_price, status,
+            reason, sequence, accepted_at, done_at)
+ WHERE o.id = v.id
+"""
+
+_COMMANDS_DONE = """
+UPDATE exchange_ordercommand AS c
+   SET status = 'DONE', sequence = v.sequence, result = v.result::jsonb, processed_at = %s
+  FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS v(id, sequence, result)
+ WHERE c.id = v.id
+"""
+
+
+def _orders_update(orders: list[Order]) -> None:
+    if not orders:
+        return
+    columns = (
+        "pk",
+        "price",
+        "quantity",
+        "remaining",
+        "filled",
+        "filled_quote",
+        "average_price",
+        "status",
+        "reason",
+        "sequence",
+        "accepted_at",
+        "done_at",
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _ORDERS_UPDATE, [[getattr(order, name) for order in orders] for name in columns]
+        )
+
+
+def _commands_done(commands: list[OrderCommand], processed_at) -> None:
+    if not commands:
+        return
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _COMMANDS_DONE,
+            [
+                processed_at,
+                [c.pk for c in commands],
+                [c.sequence for c in commands],
+                [json.dumps(c.result) for c in commands],
+            ],
+        )
