@@ -368,7 +368,7 @@ class _Batch:
         )
         for order, extra in self.topups:  # an amend's extra hold, before it trades
             hold_increase(order=order, amount=extra, cause=f"amend:{self.m.sequence}")
-        Trade.objects.bulk_create(self.trades)
+        _trades_insert(self.trades)
         trade_settle_many(trades=self.trades)
         # Release what finished, decremented or amended-down orders no longer need.
         held = order_holds(o.pk for o in changed)
@@ -447,3 +447,50 @@ def _commands_done(commands: list[OrderCommand], processed_at) -> None:
                 [json.dumps(c.result) for c in commands],
             ],
         )
+
+
+_TRADES_INSERT = """
+INSERT INTO exchange_trade
+       (market_id, sequence, maker_order_id, taker_order_id, buyer_id, seller_id,
+        aggressor_side, price, quantity, quote_quantity, maker_fee, taker_fee,
+        maker_remaining, taker_remaining, settlement_status, executed_at)
+SELECT market_id, sequence, maker, taker, buyer, seller, side, price, quantity, notional,
+       maker_fee, taker_fee, maker_left, taker_left, 'PENDING', %s
+  FROM unnest(%s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[], %s::bigint[],
+              %s::bigint[], %s::text[], %s::numeric[], %s::numeric[], %s::numeric[],
+              %s::numeric[], %s::numeric[], %s::numeric[], %s::numeric[])
+       AS v(market_id, sequence, maker, taker, buyer, seller, side, price, quantity,
+            notional, maker_fee, taker_fee, maker_left, taker_left)
+RETURNING id, sequence
+"""
+
+
+def _trades_insert(trades: list[Trade]) -> None:
+    """Insert a batch's trades in one statement and give each its id."""
+    if not trades:
+        return
+    columns = (
+        "market_id",
+        "sequence",
+        "maker_order_id",
+        "taker_order_id",
+        "buyer_id",
+        "seller_id",
+        "aggressor_side",
+        "price",
+        "quantity",
+        "quote_quantity",
+        "maker_fee",
+        "taker_fee",
+        "maker_remaining",
+        "taker_remaining",
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _TRADES_INSERT,
+            [trades[0].executed_at, *([getattr(t, c) for t in trades] for c in columns)],
+        )
+        ids = {sequence: pk for pk, sequence in cursor.fetchall()}
+    for trade in trades:
+        trade.pk = ids[trade.sequence]
+        trade._state.adding = False

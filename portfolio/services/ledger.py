@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -131,43 +131,67 @@ class Entry:
     adjustment_id: int | None = None
 
 
+# One INSERT per table for a whole batch, its columns passed as arrays: Django's
+# bulk_create compiled each value separately and cost half of a matcher batch.
+_TRANSACTIONS_INSERT = """
+INSERT INTO portfolio_ledgertransaction
+       (kind, idempotency_key, description, order_id, trade_id, vault_operation_id,
+        adjustment_id)
+SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],
+                     %s::bigint[], %s::bigint[])
+RETURNING id, idempotency_key
+"""
+_POSTINGS_INSERT = """
+INSERT INTO portfolio_posting (transaction_id, ledger_account_id, amount, order_id)
+SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::numeric[], %s::bigint[])
+"""
+
+
 def entries_post(entries: Sequence[Entry]) -> list[LedgerTransaction]:
-    """Write ``entries`` (skipping zero legs) in two bulk inserts. Call inside a
-    transaction holding the locks on every leg's account; the caller has already
-    dropped entries whose idempotency key was posted before. PostgreSQL checks at
-    commit that each balances per asset, and refuses any balance that would go
-    negative."""
+    """Write ``entries`` (skipping zero legs): one insert of ledger transactions, one of
+    postings. Call inside a transaction holding the locks on every leg's account; the
+    caller has already dropped entries whose idempotency key was posted before.
+    PostgreSQL checks at commit that each balances per asset, and refuses any balance
+    that would go negative."""
     if not entries:
         return []
-    transactions = LedgerTransaction.objects.bulk_create(
-        [
-            LedgerTransaction(
-                kind=entry.kind,
-                idempotency_key=entry.idempotency_key,
-                description=entry.description,
-                order_id=entry.order_id,
-                trade_id=entry.trade_id,
-                vault_operation_id=entry.vault_operation_id,
-                adjustment_id=entry.adjustment_id,
-            )
-            for entry in entries
-        ]
-    )
-    postings = []
-    for entry, txn in zip(entries, transactions, strict=True):
-        for leg in entry.legs:
-            if leg.amount:
-                postings.append(
-                    Posting(
-                        transaction_id=txn.pk,
-                        ledger_account_id=leg.account.pk,
-                        amount=leg.amount,
-                        order_id=leg.order_id,
-                    )
-                )
-                leg.account.balance += leg.amount  # keep the locked copy current
-    Posting.objects.bulk_create(postings)
-    return transactions
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _TRANSACTIONS_INSERT,
+            [
+                [e.kind for e in entries],
+                [e.idempotency_key for e in entries],
+                [e.description for e in entries],
+                [e.order_id for e in entries],
+                [e.trade_id for e in entries],
+                [e.vault_operation_id for e in entries],
+                [e.adjustment_id for e in entries],
+            ],
+        )
+        ids = {key: pk for pk, key in cursor.fetchall()}
+        postings: tuple[list, list, list, list] = ([], [], [], [])
+        for entry in entries:
+            for leg in entry.legs:
+                if leg.amount:
+                    postings[0].append(ids[entry.idempotency_key])
+                    postings[1].append(leg.account.pk)
+                    postings[2].append(leg.amount)
+                    postings[3].append(leg.order_id)
+                    leg.account.balance += leg.amount  # keep the locked copy current
+        cursor.execute(_POSTINGS_INSERT, list(postings))
+    return [
+        LedgerTransaction(
+            pk=ids[e.idempotency_key],
+            kind=e.kind,
+            idempotency_key=e.idempotency_key,
+            description=e.description,
+            order_id=e.order_id,
+            trade_id=e.trade_id,
+            vault_operation_id=e.vault_operation_id,
+            adjustment_id=e.adjustment_id,
+        )
+        for e in entries
+    ]
 
 
 def posted_keys(keys: Iterable[str]) -> set[str]:
