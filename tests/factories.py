@@ -1,5 +1,6 @@
 """factory-boy factories that build valid rows, so each test states only what matters."""
 
+import itertools
 import secrets
 from decimal import Decimal
 
@@ -16,6 +17,7 @@ from exchange.models import (
     Side,
     TimeInForce,
 )
+from exchange.services.orders import OrderRequest, order_place
 
 
 def random_hex(nbytes: int) -> str:
@@ -84,3 +86,35 @@ class OrderCommandFactory(factory.django.DjangoModelFactory):
     market = factory.LazyAttribute(lambda o: o.order.market)
     account = factory.LazyAttribute(lambda o: o.order.account)
     kind = "PLACE"
+
+
+_nonces = itertools.count(1)
+
+
+def order_request(**fields) -> OrderRequest:
+    """What a trader signs: a GTC limit buy of 2 at 100 unless told otherwise."""
+    defaults = {
+        "client_order_id": random_hex(6)[2:],
+        "side": "BUY",
+        "type": "LIMIT",
+        "price": Decimal("100"),
+        "quantity": Decimal("2"),
+        "nonce": next(_nonces),
+        "signature": random_hex(65),
+        "order_hash": random_hex(32),
+    }
+    return OrderRequest(**(defaults | fields))
+
+
+def place_order(account, market, side, quantity=None, price=None, **fields) -> Order:
+    """Place an order through the order service, as a trader's request would."""
+    return order_place(
+        account=account,
+        market=market,
+        request=order_request(
+            side=side,
+            price=Decimal(price) if price is not None else None,
+            quantity=Decimal(quantity) if quantity is not None else None,
+            **fields,
+        ),
+    )

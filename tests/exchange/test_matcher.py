@@ -14,41 +14,16 @@ from exchange.matcher.market import MarketMatcher
 from exchange.models import CommandStatus, Order, OrderCommand, OrderStatus, Trade
 from exchange.services.markets import MarketStateError, market_halt, market_resume
 from exchange.services.orders import (
-    OrderRequest,
     order_amend,
     order_cancel,
     order_cancel_all,
-    order_place,
 )
-from portfolio.models import Balance, LedgerAccount, LedgerAccountKind
+from portfolio.models import LedgerAccount, LedgerAccountKind
 from portfolio.reconciliation import ledger_check
-from tests.factories import AccountFactory, random_hex
+from tests.factories import AccountFactory, place_order
+from tests.portfolio import sim
 
 D = Decimal
-_nonce = iter(range(1, 10**9))
-
-
-def place(account, market, side, quantity=None, price=None, **fields) -> Order:
-    return order_place(
-        account=account,
-        market=market,
-        request=OrderRequest(
-            client_order_id=random_hex(6)[2:],
-            side=side,
-            type=fields.pop("type", "LIMIT"),
-            price=D(price) if price is not None else None,
-            quantity=D(quantity) if quantity is not None else None,
-            nonce=next(_nonce),
-            signature=random_hex(65),
-            order_hash=random_hex(32),
-            **fields,
-        ),
-    )
-
-
-def balance(account, asset) -> tuple[Decimal, Decimal]:
-    row = Balance.objects.filter(account=account, asset=asset).first()
-    return (row.available, row.held) if row else (D(0), D(0))
 
 
 def refreshed(*orders: Order) -> list[Order]:
@@ -61,19 +36,18 @@ def matcher(market) -> MarketMatcher:
 
 
 @pytest.fixture(autouse=True)
-def books_are_right_after_each_test(request):
+def books_are_right_after_each_test():
     yield
-    if "django_db" in {m.name for m in request.node.iter_markers()} or "db" in request.fixturenames:
-        assert ledger_check() == []
+    assert ledger_check() == []
 
 
 pytestmark = pytest.mark.django_db
 
 
 def test_crossing_orders_trade_at_the_makers_price_and_money_moves(market, matcher, buyer, seller):
-    ask = place(seller, market, "SELL", "2", "100")
+    ask = place_order(seller, market, "SELL", "2", "100")
     matcher.run_batch()
-    bid = place(buyer, market, "BUY", "3", "101")
+    bid = place_order(buyer, market, "BUY", "3", "101")
     result = matcher.run_batch()
 
     ask, bid = refreshed(ask, bid)
@@ -88,16 +62,19 @@ def test_crossing_orders_trade_at_the_makers_price_and_money_moves(market, match
     assert [t.pk for t in result.trades] == [trade.pk]
 
     # Buyer: 200 + 0.1 fee paid; 1 @ 101 still held with its fee reserve (101.0505).
-    assert balance(buyer, market.quote) == (D("10000") - D("200.1") - D("101.0505"), D("101.0505"))
-    assert balance(buyer, market.base) == (D(2), D(0))
-    assert balance(seller, market.quote) == (D("199.96"), D(0))
+    assert sim.balance(buyer, market.quote) == (
+        D("10000") - D("200.1") - D("101.0505"),
+        D("101.0505"),
+    )
+    assert sim.balance(buyer, market.base) == (D(2), D(0))
+    assert sim.balance(seller, market.quote) == (D("199.96"), D(0))
     fee = LedgerAccount.objects.get(kind=LedgerAccountKind.FEE_REVENUE, market=market)
     assert fee.balance == D("0.14")
     assert set(OrderCommand.objects.values_list("status", flat=True)) == {CommandStatus.DONE}
 
 
 def test_a_resting_order_is_open_and_a_cancel_releases_its_hold(market, matcher, buyer):
-    bid = place(buyer, market, "BUY", "1", "99")
+    bid = place_order(buyer, market, "BUY", "1", "99")
     matcher.run_batch()
     assert refreshed(bid)[0].status == OrderStatus.OPEN
     assert matcher.book.best_bid() == matcher.units.price_to_ticks(D(99))
@@ -106,13 +83,13 @@ def test_a_resting_order_is_open_and_a_cancel_releases_its_hold(market, matcher,
     matcher.run_batch()
     bid = refreshed(bid)[0]
     assert (bid.status, bid.reason) == ("CANCELLED", "USER_REQUEST")
-    assert balance(buyer, market.quote) == (D(10000), D(0))
+    assert sim.balance(buyer, market.quote) == (D(10000), D(0))
     assert matcher.book.best_bid() is None
 
 
 def test_a_post_only_order_that_would_take_is_rejected_and_released(market, matcher, buyer, seller):
-    place(seller, market, "SELL", "1", "100")
-    maker = place(buyer, market, "BUY", "1", "100", post_only=True)
+    place_order(seller, market, "SELL", "1", "100")
+    maker = place_order(buyer, market, "BUY", "1", "100", post_only=True)
     matcher.run_batch()
     maker = refreshed(maker)[0]
     assert (maker.status, maker.reason, maker.sequence) == (
@@ -120,55 +97,55 @@ def test_a_post_only_order_that_would_take_is_rejected_and_released(market, matc
         "POST_ONLY_WOULD_TAKE",
         None,
     )
-    assert balance(buyer, market.quote) == (D(10000), D(0))
+    assert sim.balance(buyer, market.quote) == (D(10000), D(0))
     OrderCommand.objects.create(market=market, kind="CANCEL", account=buyer, order=maker)
     matcher.run_batch()  # a cancel for an order that never rested changes nothing
     assert refreshed(maker)[0].reason == "POST_ONLY_WOULD_TAKE"
 
 
 def test_a_market_buy_by_quote_amount_spends_within_it(market, matcher, buyer, seller):
-    place(seller, market, "SELL", "1", "100")
-    place(seller, market, "SELL", "5", "101")
-    order = place(buyer, market, "BUY", type="MARKET", quote_quantity=D("300"))
+    place_order(seller, market, "SELL", "1", "100")
+    place_order(seller, market, "SELL", "5", "101")
+    order = place_order(buyer, market, "BUY", type="MARKET", quote_quantity=D("300"))
     matcher.run_batch()
     order = refreshed(order)[0]
     assert order.status in ("FILLED", "CANCELLED")
-    spent = D(10000) - balance(buyer, market.quote)[0]
+    spent = D(10000) - sim.balance(buyer, market.quote)[0]
     assert spent <= D(300)
-    assert balance(buyer, market.quote)[1] == 0
-    assert balance(buyer, market.base)[0] == order.filled > D(2)
+    assert sim.balance(buyer, market.quote)[1] == 0
+    assert sim.balance(buyer, market.base)[0] == order.filled > D(2)
 
 
 def test_a_market_buy_by_quantity_never_pays_above_its_protection(market, matcher, buyer, seller):
-    place(seller, market, "SELL", "1", "100")
-    place(seller, market, "SELL", "1", "110")
-    order = place(buyer, market, "BUY", "2", type="MARKET", protection_price=D("105"))
+    place_order(seller, market, "SELL", "1", "100")
+    place_order(seller, market, "SELL", "1", "110")
+    order = place_order(buyer, market, "BUY", "2", type="MARKET", protection_price=D("105"))
     matcher.run_batch()
     order = refreshed(order)[0]
     assert (order.status, order.filled) == ("CANCELLED", D(1))
-    assert balance(buyer, market.quote) == (D(10000) - D("100.05"), D(0))
+    assert sim.balance(buyer, market.quote) == (D(10000) - D("100.05"), D(0))
 
 
 def test_gtt_orders_expire_at_their_time(market, matcher, buyer):
     expires = timezone.now() + timedelta(seconds=30)
-    bid = place(buyer, market, "BUY", "1", "99", time_in_force="GTT", expires_at=expires)
+    bid = place_order(buyer, market, "BUY", "1", "99", time_in_force="GTT", expires_at=expires)
     matcher.run_batch()
     assert refreshed(bid)[0].status == "OPEN"
     matcher.run_batch(now_ms=int((expires + timedelta(seconds=1)).timestamp() * 1000))
     assert refreshed(bid)[0].status == "EXPIRED"
-    assert balance(buyer, market.quote) == (D(10000), D(0))
+    assert sim.balance(buyer, market.quote) == (D(10000), D(0))
 
 
 def test_an_amend_up_holds_more_first_and_one_the_trader_cannot_fund_is_refused(
     market, matcher, buyer
 ):
-    bid = place(buyer, market, "BUY", "10", "100")
+    bid = place_order(buyer, market, "BUY", "10", "100")
     matcher.run_batch()
     order_amend(account=buyer, order=bid, quantity=D("20"))
     matcher.run_batch()
     bid = refreshed(bid)[0]
     assert (bid.quantity, bid.remaining) == (D(20), D(20))
-    assert balance(buyer, market.quote)[1] == D("2001")
+    assert sim.balance(buyer, market.quote)[1] == D("2001")
 
     order_amend(account=buyer, order=bid, quantity=D("200"))  # 20,010 > 10,000
     matcher.run_batch()
@@ -178,13 +155,13 @@ def test_an_amend_up_holds_more_first_and_one_the_trader_cannot_fund_is_refused(
 
     order_amend(account=buyer, order=bid, price=D("90"))
     matcher.run_batch()
-    assert balance(buyer, market.quote)[1] == D("1800.9")
+    assert sim.balance(buyer, market.quote)[1] == D("1800.9")
 
 
 def test_cancel_all_and_halt(market, matcher, buyer, seller):
-    place(buyer, market, "BUY", "1", "99")
-    place(buyer, market, "BUY", "1", "98")
-    mine = place(seller, market, "SELL", "1", "105")
+    place_order(buyer, market, "BUY", "1", "99")
+    place_order(buyer, market, "BUY", "1", "98")
+    mine = place_order(seller, market, "SELL", "1", "105")
     matcher.run_batch()
     order_cancel_all(account=buyer, market=market)
     matcher.run_batch()
@@ -208,10 +185,10 @@ def test_cancel_all_and_halt(market, matcher, buyer, seller):
 
 def test_a_restarted_matcher_rebuilds_the_same_book(market, matcher, buyer, seller):
     for price in ("99", "98", "98"):
-        place(buyer, market, "BUY", "1", price)
+        place_order(buyer, market, "BUY", "1", price)
     for price in ("101", "102"):
-        place(seller, market, "SELL", "1.5", price)
-    place(seller, market, "SELL", "0.5", "99")  # trades, leaving a partial bid
+        place_order(seller, market, "SELL", "1.5", price)
+    place_order(seller, market, "SELL", "0.5", "99")  # trades, leaving a partial bid
     matcher.run_batch()
     rebuilt = MarketMatcher(market)
     assert rebuilt.book.depth(10) == matcher.book.depth(10)
@@ -227,7 +204,7 @@ def test_a_command_that_commits_late_is_never_skipped(market, buyer, seller):
     already processed; the matcher still applies A (it asks for what is not done, not
     for ids past a cursor)."""
     matcher = MarketMatcher(market)
-    bid = place(buyer, market, "BUY", "1", "99")
+    bid = place_order(buyer, market, "BUY", "1", "99")
     matcher.run_batch()
 
     inserted, release = threading.Event(), threading.Event()
@@ -242,7 +219,7 @@ def test_a_command_that_commits_late_is_never_skipped(market, buyer, seller):
     writer = threading.Thread(target=slow_writer)
     writer.start()
     assert inserted.wait(10)
-    later = place(seller, market, "SELL", "1", "105")  # a higher id, committed first
+    later = place_order(seller, market, "SELL", "1", "105")  # a higher id, committed first
     matcher.run_batch()
     assert refreshed(later)[0].status == "OPEN"
     late = OrderCommand.objects.filter(kind="CANCEL").first()
@@ -262,7 +239,6 @@ def test_a_command_that_commits_late_is_never_skipped(market, buyer, seller):
 
 def test_every_trader_sees_the_fills_of_many_orders(market, matcher):
     traders = AccountFactory.create_batch(4)
-    from tests.portfolio import sim
 
     for trader in traders:
         sim.deposit(trader, market.base, "100")
@@ -270,7 +246,7 @@ def test_every_trader_sees_the_fills_of_many_orders(market, matcher):
     for i in range(40):
         trader = traders[i % 4]
         side = "BUY" if i % 2 else "SELL"
-        place(trader, market, side, "0.5", str(100 + (i % 5) - 2))
+        place_order(trader, market, side, "0.5", str(100 + (i % 5) - 2))
     matcher.run_batch()
     assert Trade.objects.count() > 5
     assert not Order.objects.filter(status="PENDING").exists()
@@ -283,8 +259,8 @@ def test_a_failed_batch_leaves_nothing_behind_and_the_next_one_applies_it(
 ):
     from exchange.matcher import market as matcher_module
 
-    ask = place(seller, market, "SELL", "1", "100")
-    bid = place(buyer, market, "BUY", "1", "100")
+    ask = place_order(seller, market, "SELL", "1", "100")
+    bid = place_order(buyer, market, "BUY", "1", "100")
     original = matcher_module._Batch.persist
 
     def fail_once(batch):

@@ -15,7 +15,6 @@ import threading
 import time
 from collections import Counter
 from decimal import Decimal
-from itertools import count
 from pathlib import Path
 from urllib.parse import quote
 
@@ -38,40 +37,20 @@ from exchange.models import (
     OrderStatus,
     Trade,
 )
-from exchange.services.orders import OrderRejected, OrderRequest, order_cancel, order_place
+from exchange.services.orders import OrderRejected, order_cancel
 from portfolio.models import (
-    Balance,
     LedgerAccount,
     LedgerAccountKind,
     LedgerTransaction,
     TransactionKind,
 )
 from portfolio.reconciliation import ledger_check
-from tests.factories import AccountFactory, random_hex
+from tests.factories import AccountFactory, place_order
 from tests.portfolio import sim
 
 D = Decimal
 REPO = Path(__file__).resolve().parents[2]
 POLL = "0.05"
-_nonce = count(1)
-
-
-def place(account, market, side, quantity, price, **fields) -> Order:
-    return order_place(
-        account=account,
-        market=market,
-        request=OrderRequest(
-            client_order_id=random_hex(6)[2:],
-            side=side,
-            type="LIMIT",
-            price=D(price),
-            quantity=D(quantity),
-            nonce=next(_nonce),
-            signature=random_hex(65),
-            order_hash=random_hex(32),
-            **fields,
-        ),
-    )
 
 
 def database_url() -> str:
@@ -190,11 +169,6 @@ def as_decimals(book: dict) -> tuple:
     return (book["sequence"], *sides)
 
 
-def balance(account, asset) -> tuple[Decimal, Decimal]:
-    row = Balance.objects.filter(account=account, asset=asset).first()
-    return (row.available, row.held) if row else (D(0), D(0))
-
-
 # --- verify_books, in process ----------------------------------------------------------
 
 
@@ -202,13 +176,13 @@ def balance(account, asset) -> tuple[Decimal, Decimal]:
 def test_verify_books_passes_for_a_published_book_and_names_every_difference(market, buyer, seller):
     client = redis_client()
     client.delete(book_key(market.symbol))
-    place(buyer, market, "BUY", "1", "99")
-    place(buyer, market, "BUY", "2", "99")
-    place(seller, market, "SELL", "1.5", "101")
-    iceberg = place(seller, market, "SELL", "5", "102", display_quantity=D("1"))
+    place_order(buyer, market, "BUY", "1", "99")
+    place_order(buyer, market, "BUY", "2", "99")
+    place_order(seller, market, "SELL", "1.5", "101")
+    iceberg = place_order(seller, market, "SELL", "5", "102", display_quantity=D("1"))
     matcher = MarketMatcher(market)
     matcher.run_batch()
-    place(buyer, market, "BUY", "2", "102")  # 1.5 at 101, then half the iceberg's slice
+    place_order(buyer, market, "BUY", "2", "102")  # 1.5 at 101, then half the iceberg's slice
     matcher.run_batch()
     assert matcher.book.depth(1)[1] == [(10200, 500)]  # shows 0.5 of 1; the DB knows 4.5 left
     publish_snapshot(matcher)
@@ -243,8 +217,8 @@ def test_orders_placed_through_the_services_trade_in_the_matcher_process(
     market, buyer, seller, matchers
 ):
     proc = matchers.start()
-    ask = place(seller, market, "SELL", "2", "100")
-    bid = place(buyer, market, "BUY", "3", "101")
+    ask = place_order(seller, market, "SELL", "2", "100")
+    bid = place_order(buyer, market, "BUY", "3", "101")
     wait_for(lambda: not pending(market) and owns(market, proc), 30, "the matcher", matchers)
 
     ask, bid = Order.objects.get(pk=ask.pk), Order.objects.get(pk=bid.pk)
@@ -257,9 +231,12 @@ def test_orders_placed_through_the_services_trade_in_the_matcher_process(
         D("0.1"),
         "SETTLED",
     )
-    assert balance(buyer, market.base) == (D(2), D(0))
-    assert balance(buyer, market.quote) == (D(10000) - D("200.1") - D("101.0505"), D("101.0505"))
-    assert balance(seller, market.quote) == (D("199.96"), D(0))
+    assert sim.balance(buyer, market.base) == (D(2), D(0))
+    assert sim.balance(buyer, market.quote) == (
+        D(10000) - D("200.1") - D("101.0505"),
+        D("101.0505"),
+    )
+    assert sim.balance(seller, market.quote) == (D("199.96"), D(0))
     fee = LedgerAccount.objects.get(kind=LedgerAccountKind.FEE_REVENUE, market=market)
     assert fee.balance == D("0.14")
     book = redis_snapshot(market)
@@ -286,7 +263,7 @@ def _order_flow(market, traders, stop: threading.Event, seed: int, placed: list)
             side = rng.choice(["BUY", "SELL"])
             offset = rng.randint(-150, 150) * D("0.01") * (-1 if side == "SELL" else 1)
             quantity = D(rng.randint(100, 2000)) * D("0.001")
-            placed.append(place(trader, market, side, quantity, D(100) + offset))
+            placed.append(place_order(trader, market, side, quantity, D(100) + offset))
     except Exception as exc:
         placed.append(exc)
         raise
@@ -410,14 +387,14 @@ def test_a_standby_takes_over_from_a_killed_owner_within_two_seconds(
             return cursor.fetchone()[0] == 2
 
     wait_for(standby_listening, 30, "the standby", matchers)
-    ask = place(seller, market, "SELL", "1", "100")
+    ask = place_order(seller, market, "SELL", "1", "100")
     wait_for(lambda: not pending(market), 10, "the owner to rest the ask", matchers)
     assert owns(market, owner)
     assert standby.poll() is None
 
     matchers.kill(owner)
     killed_at = time.monotonic()
-    bid = place(buyer, market, "BUY", "1", "100")
+    bid = place_order(buyer, market, "BUY", "1", "100")
     command = OrderCommand.objects.get(order=bid)
     wait_for(
         lambda: OrderCommand.objects.filter(pk=command.pk, status=CommandStatus.DONE).exists(),

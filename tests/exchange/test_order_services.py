@@ -21,7 +21,6 @@ from exchange.models import (
 )
 from exchange.services.orders import (
     OrderRejected,
-    OrderRequest,
     order_amend,
     order_cancel,
     order_cancel_all,
@@ -29,25 +28,10 @@ from exchange.services.orders import (
 )
 from portfolio.models import Balance, LedgerTransaction
 from portfolio.reconciliation import ledger_check
-from tests.factories import AccountFactory, random_hex
+from tests.factories import AccountFactory, order_request
 from tests.portfolio import sim
 
 D = Decimal
-_nonce = iter(range(1, 10**9))
-
-
-def request(**fields) -> OrderRequest:
-    defaults = {
-        "client_order_id": random_hex(6)[2:],
-        "side": "BUY",
-        "type": "LIMIT",
-        "price": D("100"),
-        "quantity": D("2"),
-        "nonce": next(_nonce),
-        "signature": random_hex(65),
-        "order_hash": random_hex(32),
-    }
-    return OrderRequest(**(defaults | fields))
 
 
 def held(account, asset) -> Decimal:
@@ -66,7 +50,7 @@ def nothing_written():
 
 @pytest.mark.django_db
 def test_an_accepted_order_is_pending_with_its_hold_and_its_command(market, buyer):
-    order = order_place(account=buyer, market=market, request=request())
+    order = order_place(account=buyer, market=market, request=order_request())
     assert order.status == OrderStatus.PENDING
     assert (order.maker_fee_rate, order.taker_fee_rate) == (D("0.0002"), D("0.0005"))
     assert held(buyer, market.quote) == D("200.1")
@@ -77,8 +61,8 @@ def test_an_accepted_order_is_pending_with_its_hold_and_its_command(market, buye
 
 @pytest.mark.django_db
 def test_the_same_client_order_id_returns_the_original_order(market, buyer):
-    first = order_place(account=buyer, market=market, request=request(client_order_id="c-1"))
-    again = order_place(account=buyer, market=market, request=request(client_order_id="c-1"))
+    first = order_place(account=buyer, market=market, request=order_request(client_order_id="c-1"))
+    again = order_place(account=buyer, market=market, request=order_request(client_order_id="c-1"))
     assert again.pk == first.pk
     assert OrderCommand.objects.filter(order=first).count() == 1
     assert held(buyer, market.quote) == D("200.1")
@@ -86,9 +70,9 @@ def test_the_same_client_order_id_returns_the_original_order(market, buyer):
 
 @pytest.mark.django_db
 def test_a_reused_nonce_is_refused(market, buyer):
-    order_place(account=buyer, market=market, request=request(nonce=77))
+    order_place(account=buyer, market=market, request=order_request(nonce=77))
     with pytest.raises(OrderRejected) as refused:
-        order_place(account=buyer, market=market, request=request(nonce=77))
+        order_place(account=buyer, market=market, request=order_request(nonce=77))
     assert refused.value.code == "NONCE_REUSED"
     assert Order.objects.count() == OrderCommand.objects.count() == 1
 
@@ -96,7 +80,7 @@ def test_a_reused_nonce_is_refused(market, buyer):
 @pytest.mark.django_db
 def test_an_order_the_trader_cannot_fund_writes_nothing(market, buyer, nothing_written):
     with pytest.raises(OrderRejected) as refused:
-        order_place(account=buyer, market=market, request=request(quantity=D("1000")))
+        order_place(account=buyer, market=market, request=order_request(quantity=D("1000")))
     assert refused.value.code == "INSUFFICIENT_FUNDS"
     assert held(buyer, market.quote) == 0
 
@@ -139,7 +123,7 @@ def test_a_bad_order_gets_a_clear_code_and_changes_nothing(
     market, buyer, nothing_written, fields, code
 ):
     with pytest.raises(OrderRejected) as refused:
-        order_place(account=buyer, market=market, request=request(**fields))
+        order_place(account=buyer, market=market, request=order_request(**fields))
     assert refused.value.code == code
     assert str(refused.value)
 
@@ -155,7 +139,7 @@ def test_orders_are_refused_in_a_market_that_is_not_trading(
     market.status = status
     market.save(update_fields=["status"])
     with pytest.raises(OrderRejected) as refused:
-        order_place(account=buyer, market=market, request=request())
+        order_place(account=buyer, market=market, request=order_request())
     assert refused.value.code == code
 
 
@@ -164,7 +148,7 @@ def test_a_frozen_account_cannot_place_orders(market, buyer, nothing_written):
     buyer.status = AccountStatus.FROZEN
     buyer.save(update_fields=["status"])
     with pytest.raises(OrderRejected) as refused:
-        order_place(account=buyer, market=market, request=request())
+        order_place(account=buyer, market=market, request=order_request())
     assert refused.value.code == "ACCOUNT_NOT_ACTIVE"
 
 
@@ -173,12 +157,14 @@ def test_market_orders_hold_by_quote_amount_or_protection_price(market, buyer):
     by_quote = order_place(
         account=buyer,
         market=market,
-        request=request(type="MARKET", price=None, quantity=None, quote_quantity=D("150")),
+        request=order_request(type="MARKET", price=None, quantity=None, quote_quantity=D("150")),
     )
     by_quantity = order_place(
         account=buyer,
         market=market,
-        request=request(type="MARKET", price=None, quantity=D("1"), protection_price=D("105")),
+        request=order_request(
+            type="MARKET", price=None, quantity=D("1"), protection_price=D("105")
+        ),
     )
     assert by_quote.time_in_force == by_quantity.time_in_force == "IOC"
     assert held(buyer, market.quote) == D("150") + D("105.0525")
@@ -239,8 +225,8 @@ def _notifications(listener, timeout: float) -> list[str]:
 @pytest.mark.django_db(transaction=True)
 def test_the_matcher_is_woken_when_the_order_commits_and_only_then(market, buyer):
     with _listen() as listener:
-        order_place(account=buyer, market=market, request=request())
+        order_place(account=buyer, market=market, request=order_request())
         assert _notifications(listener, timeout=5) == [str(market.pk)]
         with pytest.raises(OrderRejected):
-            order_place(account=buyer, market=market, request=request(quantity=D("1000")))
+            order_place(account=buyer, market=market, request=order_request(quantity=D("1000")))
         assert _notifications(listener, timeout=0.5) == []

@@ -23,11 +23,18 @@ from exchange.models import (
     Trade,
 )
 from portfolio.holds import fee_amount
+from portfolio.models import Balance
 from portfolio.services.ledger import hold_place, hold_release, trade_settle
 from portfolio.services.vault import deposit_credit
 from tests.factories import random_hex
 
 _log_index = itertools.count(1)
+
+
+def balance(account: Account, asset) -> tuple[Decimal, Decimal]:
+    """A trader's (available, held) of ``asset``."""
+    row = Balance.objects.filter(account=account, asset=asset).first()
+    return (row.available, row.held) if row else (Decimal(0), Decimal(0))
 
 
 def deposit(account: Account, asset, amount) -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from exchange.models import OrderStatus, OrderType, Side, Trade
 from portfolio.holds import buy_hold, fee_amount, order_hold_required
-from portfolio.models import Balance, LedgerAccount, LedgerAccountKind, LedgerTransaction
+from portfolio.models import LedgerAccount, LedgerAccountKind, LedgerTransaction
 from portfolio.reconciliation import ledger_check
 from portfolio.services.ledger import (
     InsufficientFunds,
@@ -22,11 +22,6 @@ from tests.portfolio import sim
 
 pytestmark = pytest.mark.django_db
 D = Decimal
-
-
-def balance(account, asset) -> tuple[Decimal, Decimal]:
-    row = Balance.objects.filter(account=account, asset=asset).first()
-    return (row.available, row.held) if row else (D(0), D(0))
 
 
 def fees(market) -> Decimal:
@@ -89,17 +84,17 @@ def test_placing_an_order_holds_its_worst_case_cost(
 ):
     trader = buyer if side == Side.BUY else seller
     order = sim.place(trader, market, side, **kwargs)
-    assert balance(trader, market.quote)[1] == held_quote
-    assert balance(trader, market.base)[1] == held_base
+    assert sim.balance(trader, market.quote)[1] == held_quote
+    assert sim.balance(trader, market.base)[1] == held_base
     assert order_holds([order.pk])[order.pk] == held_quote + held_base
     assert order_hold_required(order) == held_quote + held_base
 
 
 def test_an_order_the_trader_cannot_cover_is_refused_and_changes_nothing(market, buyer):
-    before = balance(buyer, market.quote)
+    before = sim.balance(buyer, market.quote)
     with pytest.raises(InsufficientFunds, match="insufficient USDC"):
         sim.place(buyer, market, Side.BUY, "100", "101")  # 10,100 > 10,000
-    assert balance(buyer, market.quote) == before
+    assert sim.balance(buyer, market.quote) == before
     assert not LedgerTransaction.objects.filter(kind="HOLD").exists()
 
 
@@ -118,9 +113,9 @@ def test_orders_held_together_are_checked_together(market, buyer):
     ]
     with pytest.raises(InsufficientFunds, match=r"5002\.5"):
         holds_sync_many(orders, kind="HOLD", cause="placed")
-    assert balance(buyer, market.quote) == (D("10000"), D(0))
+    assert sim.balance(buyer, market.quote) == (D("10000"), D(0))
     holds_sync_many(orders[:1], kind="HOLD", cause="placed")
-    assert balance(buyer, market.quote) == (D("3997"), D("6003"))
+    assert sim.balance(buyer, market.quote) == (D("3997"), D("6003"))
     for order in orders:
         sim.cancel(order)
 
@@ -128,7 +123,7 @@ def test_orders_held_together_are_checked_together(market, buyer):
 def test_cancelling_releases_everything_held(market, buyer):
     order = sim.place(buyer, market, Side.BUY, "2", "101")
     sim.cancel(order)
-    assert balance(buyer, market.quote) == (D("10000"), D(0))
+    assert sim.balance(buyer, market.quote) == (D("10000"), D(0))
     sim.cancel(order)  # a retried release posts nothing more
     assert LedgerTransaction.objects.filter(order=order, kind="RELEASE").count() == 1
 
@@ -150,16 +145,19 @@ def test_a_fill_pays_the_seller_delivers_the_base_and_books_both_fees(market, bu
 
     # Buyer: the hold for 1 at 101 (101.0505) is used up: 100 to the seller, 0.05
     # fee, and the price improvement and unused fee reserve (1.0005) come back.
-    assert balance(buyer, market.quote) == (D("10000") - D("202.101") + D("1.0005"), D("101.0505"))
-    assert balance(buyer, market.base) == (D("1"), D(0))
-    assert balance(seller, market.base) == (D("48"), D("1"))
-    assert balance(seller, market.quote) == (D("99.98"), D(0))  # 100 − 0.02 maker fee
+    assert sim.balance(buyer, market.quote) == (
+        D("10000") - D("202.101") + D("1.0005"),
+        D("101.0505"),
+    )
+    assert sim.balance(buyer, market.base) == (D("1"), D(0))
+    assert sim.balance(seller, market.base) == (D("48"), D("1"))
+    assert sim.balance(seller, market.quote) == (D("99.98"), D(0))  # 100 − 0.02 maker fee
     assert fees(market) == D("0.07")
 
     sim.fill_and_settle(ask, bid, "1")
-    assert balance(buyer, market.quote) == (D("10000") - D("200.1"), D(0))
-    assert balance(seller, market.quote) == (D("199.96"), D(0))
-    assert balance(seller, market.base) == (D("48"), D(0))
+    assert sim.balance(buyer, market.quote) == (D("10000") - D("200.1"), D(0))
+    assert sim.balance(seller, market.quote) == (D("199.96"), D(0))
+    assert sim.balance(seller, market.base) == (D("48"), D(0))
     assert fees(market) == D("0.14")
 
 
@@ -167,8 +165,8 @@ def test_a_resting_bid_filled_by_an_incoming_sell_pays_the_maker_rate(market, bu
     bid = sim.place(buyer, market, Side.BUY, "1", "100")
     ask = sim.place(seller, market, Side.SELL, "1", "99", accept=False)
     sim.fill_and_settle(bid, ask, "1")  # at the bid's 100
-    assert balance(buyer, market.quote) == (D("10000") - D("100.02"), D(0))
-    assert balance(seller, market.quote) == (D("99.95"), D(0))
+    assert sim.balance(buyer, market.quote) == (D("10000") - D("100.02"), D(0))
+    assert sim.balance(seller, market.quote) == (D("99.95"), D(0))
 
 
 def test_a_maker_rebate_is_paid_out_of_the_takers_fee(base, quote, buyer, seller):
@@ -180,7 +178,7 @@ def test_a_maker_rebate_is_paid_out_of_the_takers_fee(base, quote, buyer, seller
     ask = sim.place(seller, rebate_market, Side.SELL, "1", "100")
     bid = sim.place(buyer, rebate_market, Side.BUY, "1", "100", accept=False)
     sim.fill_and_settle(ask, bid, "1")
-    assert balance(seller, quote) == (D("100.01"), D(0))
+    assert sim.balance(seller, quote) == (D("100.01"), D(0))
     assert fees(rebate_market) == D("0.04")
 
 
@@ -192,8 +190,8 @@ def test_a_market_buy_by_quote_amount_spends_at_most_that_amount(market, buyer, 
     sim.fill_and_settle(ask_2, order, "0.4", price="101")
     sim.cancel(order)  # the sweep ended; what it did not spend comes back
     spent = D("100") + D("0.05") + D("40.4") + fee_amount(D("40.4"), D("0.0005"))
-    assert balance(buyer, market.quote) == (D("10000") - spent, D(0))
-    assert balance(buyer, market.base) == (D("1.4"), D(0))
+    assert sim.balance(buyer, market.quote) == (D("10000") - spent, D(0))
+    assert sim.balance(buyer, market.base) == (D("1.4"), D(0))
 
 
 def test_a_market_buy_by_quantity_is_held_at_its_protection_price(market, buyer, seller):
@@ -201,16 +199,20 @@ def test_a_market_buy_by_quantity_is_held_at_its_protection_price(market, buyer,
     order = sim.place(buyer, market, Side.BUY, "1", type=OrderType.MARKET, protection_price="105")
     sim.fill_and_settle(ask, order, "1")
     assert order.status == OrderStatus.FILLED
-    assert balance(buyer, market.quote) == (D("10000") - D("100.05"), D(0))
+    assert sim.balance(buyer, market.quote) == (D("10000") - D("100.05"), D(0))
 
 
 def test_settling_the_same_fill_twice_posts_once(market, buyer, seller):
     ask = sim.place(seller, market, Side.SELL, "1", "100")
     bid = sim.place(buyer, market, Side.BUY, "1", "100", accept=False)
     trade = sim.fill_and_settle(ask, bid, "1")
-    before = balance(buyer, market.quote), balance(seller, market.quote), fees(market)
+    before = sim.balance(buyer, market.quote), sim.balance(seller, market.quote), fees(market)
     assert trade_settle(trade=trade) is None
-    assert (balance(buyer, market.quote), balance(seller, market.quote), fees(market)) == before
+    assert (
+        sim.balance(buyer, market.quote),
+        sim.balance(seller, market.quote),
+        fees(market),
+    ) == before
     assert LedgerTransaction.objects.filter(trade=trade).count() == 1
     trade.refresh_from_db()
     assert trade.settlement_status == "SETTLED"
@@ -228,6 +230,6 @@ def test_many_partial_fills_never_exhaust_the_fee_reserve(market, buyer):
         sim.fill_and_settle(bid, ask, "0.001")
     bid.refresh_from_db()
     assert bid.status == OrderStatus.FILLED
-    assert balance(buyer, market.quote)[1] == D(0)
+    assert sim.balance(buyer, market.quote)[1] == D(0)
     maker_fees = sum(t.maker_fee for t in Trade.objects.filter(maker_order=bid))
-    assert balance(buyer, market.quote)[0] == D("10000") - D("0.9999") - maker_fees
+    assert sim.balance(buyer, market.quote)[0] == D("10000") - D("0.9999") - maker_fees

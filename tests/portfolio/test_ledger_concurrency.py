@@ -20,7 +20,6 @@ from psycopg import errors as pg_errors
 
 from exchange.models import Market, Order, OrderStatus, SettlementStatus, Side, Trade
 from portfolio.models import (
-    Balance,
     LedgerAccount,
     LedgerAccountKind,
     LedgerTransaction,
@@ -103,11 +102,6 @@ def withdrawal_request(account, asset, amount: Decimal):
         destination_address=random_hex(20),
         idempotency_key=random_hex(8),
     )
-
-
-def balance(account, asset) -> tuple[Decimal, Decimal]:
-    row = Balance.objects.filter(account=account, asset=asset).first()
-    return (row.available, row.held) if row else (D(0), D(0))
 
 
 @pytest.fixture
@@ -240,7 +234,7 @@ def test_concurrent_holds_fills_and_vault_moves_queue_and_keep_the_books_exact(m
     pending: Counter = sum((work.pending_withdrawals for work in works), Counter())
     for account in traders:
         for asset in assets:
-            available, held = balance(account, asset)
+            available, held = sim.balance(account, asset)
             key = (account.pk, asset.pk)
             assert (available + held, held) == (expected[key], pending[key]), (
                 f"account {account.pk} {asset.symbol}"
@@ -253,7 +247,7 @@ def test_concurrent_holds_fills_and_vault_moves_queue_and_keep_the_books_exact(m
             work.deposited[a.pk, asset.pk] for work in works for a in traders
         )
         out = sum(work.withdrawn[a.pk, asset.pk] for work in works for a in traders)
-        traders_total = sum(sum(balance(a, asset)) for a in traders)
+        traders_total = sum(sum(sim.balance(a, asset)) for a in traders)
         fee_total = sum(
             LedgerAccount.objects.filter(
                 kind=LedgerAccountKind.FEE_REVENUE, asset=asset
@@ -274,7 +268,7 @@ def test_one_fill_settled_from_many_threads_at_once_posts_once(market, traders):
     ask = sim.place(seller, market, Side.SELL, "1", "100")
     bid = sim.place(buyer, market, Side.BUY, "1", "100.50", accept=False)
     trade = sim.fill(ask, bid, "1")
-    before = balance(buyer, market.quote), balance(seller, market.quote)
+    before = sim.balance(buyer, market.quote), sim.balance(seller, market.quote)
     posted: list[LedgerTransaction | None] = []
 
     def body(index: int, barrier: threading.Barrier) -> None:
@@ -293,9 +287,12 @@ def test_one_fill_settled_from_many_threads_at_once_posts_once(market, traders):
     assert sum(1 for txn in posted if txn is not None) == 1
     assert LedgerTransaction.objects.filter(trade=trade).count() == 1
     notional, buyer_fee, seller_fee = D("100"), D("0.05"), D("0.02")
-    assert balance(buyer, market.quote) == (before[0][0] + before[0][1] - notional - buyer_fee, 0)
-    assert balance(seller, market.quote) == (before[1][0] + notional - seller_fee, 0)
-    assert balance(buyer, market.base) == (OPENING["ETH"] + 1, 0)
+    assert sim.balance(buyer, market.quote) == (
+        before[0][0] + before[0][1] - notional - buyer_fee,
+        0,
+    )
+    assert sim.balance(seller, market.quote) == (before[1][0] + notional - seller_fee, 0)
+    assert sim.balance(buyer, market.base) == (OPENING["ETH"] + 1, 0)
     trade.refresh_from_db()
     assert trade.settlement_status == SettlementStatus.SETTLED
     assert ledger_check() == []

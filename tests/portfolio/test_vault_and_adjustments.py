@@ -11,7 +11,6 @@ from django.db import connection
 from exchange.models import AccountStatus
 from portfolio.models import (
     AdjustmentStatus,
-    Balance,
     FeeTier,
     LedgerAccount,
     LedgerAccountKind,
@@ -48,11 +47,6 @@ D = Decimal
 DESTINATION = "0x" + "ab" * 20
 
 
-def balance(account, asset) -> tuple[Decimal, Decimal]:
-    row = Balance.objects.filter(account=account, asset=asset).first()
-    return (row.available, row.held) if row else (D(0), D(0))
-
-
 def vault_balance(asset) -> Decimal:
     return LedgerAccount.objects.get(kind=LedgerAccountKind.VAULT, asset=asset).balance
 
@@ -73,7 +67,7 @@ def test_a_deposit_event_is_credited_once(quote, books_balance):
     again = deposit_credit(account=trader, asset=quote, amount=D("250.5"), **event)
     assert again.pk == first.pk
     assert first.balance_after == D("250.5")
-    assert balance(trader, quote) == (D("250.5"), D(0))
+    assert sim.balance(trader, quote) == (D("250.5"), D(0))
     assert vault_balance(quote) == D("-250.5")
     assert LedgerTransaction.objects.filter(kind="DEPOSIT").count() == 1
 
@@ -84,7 +78,7 @@ def test_the_same_event_reported_with_other_terms_is_refused(quote, books_balanc
     deposit_credit(account=trader, asset=quote, amount=D(10), **event)
     with pytest.raises(IdempotencyConflict):
         deposit_credit(account=trader, asset=quote, amount=D(11), **event)
-    assert balance(trader, quote) == (D(10), D(0))
+    assert sim.balance(trader, quote) == (D(10), D(0))
 
 
 @pytest.mark.parametrize("amount", [D(0), D(-1), D("0.000000001"), D("NaN")])
@@ -120,7 +114,7 @@ def test_a_withdrawal_is_held_approved_sent_and_leaves_the_vault(
 ):
     withdrawal = request(buyer, quote, "400")
     assert withdrawal.status == VaultOperationStatus.REQUESTED  # no limit row: staff decide
-    assert balance(buyer, quote) == (D("9600"), D("400"))
+    assert sim.balance(buyer, quote) == (D("9600"), D("400"))
 
     withdrawal_approve(withdrawal=withdrawal, approved_by=staff)
     withdrawal_process(withdrawal=withdrawal)
@@ -128,7 +122,7 @@ def test_a_withdrawal_is_held_approved_sent_and_leaves_the_vault(
 
     assert done.status == VaultOperationStatus.COMPLETED
     assert done.reviewed_by == staff
-    assert balance(buyer, quote) == (D("9600"), D(0))
+    assert sim.balance(buyer, quote) == (D("9600"), D(0))
     assert vault_balance(quote) == D("-9600")
 
 
@@ -149,14 +143,14 @@ def test_a_refused_withdrawal_returns_the_funds(quote, buyer, staff, outcome, bo
         withdrawal_process(withdrawal=withdrawal)
         done = withdrawal_fail(withdrawal=withdrawal, reason="reverted on chain")
         assert done.status == VaultOperationStatus.FAILED
-    assert balance(buyer, quote) == (D("10000"), D(0))
+    assert sim.balance(buyer, quote) == (D("10000"), D(0))
     assert vault_balance(quote) == D("-10000")
 
 
 def test_a_retried_withdrawal_request_returns_the_original(quote, buyer, books_balance):
     first = request(buyer, quote, "100", key="retry-me")
     assert request(buyer, quote, "100", key="retry-me").pk == first.pk
-    assert balance(buyer, quote) == (D("9900"), D("100"))
+    assert sim.balance(buyer, quote) == (D("9900"), D("100"))
     with pytest.raises(IdempotencyConflict):
         request(buyer, quote, "200", key="retry-me")
 
@@ -169,14 +163,14 @@ def test_withdrawals_move_only_along_their_workflow(quote, buyer, staff, books_b
     withdrawal_process(withdrawal=withdrawal)
     with pytest.raises(InvalidTransition):
         withdrawal_reject(withdrawal=withdrawal, rejected_by=staff, reason="too late")
-    assert balance(buyer, quote) == (D("9900"), D("100"))
+    assert sim.balance(buyer, quote) == (D("9900"), D("100"))
 
 
 def test_a_withdrawal_beyond_the_available_balance_is_refused(market, quote, buyer):
     sim.place(buyer, market, "BUY", "50", "100")  # 5,002.5 of 10,000 now held
     with pytest.raises(InsufficientFunds, match="insufficient USDC"):
         request(buyer, quote, "5000")
-    assert balance(buyer, quote) == (D("4997.5"), D("5002.5"))
+    assert sim.balance(buyer, quote) == (D("4997.5"), D("5002.5"))
 
 
 def test_a_frozen_account_cannot_withdraw(quote, buyer):
@@ -184,7 +178,7 @@ def test_a_frozen_account_cannot_withdraw(quote, buyer):
     buyer.save(update_fields=["status"])
     with pytest.raises(VaultError, match="FROZEN"):
         request(buyer, quote, "1")
-    assert balance(buyer, quote) == (D("10000"), D(0))
+    assert sim.balance(buyer, quote) == (D("10000"), D(0))
 
 
 def test_a_withdrawal_needs_a_valid_destination(quote, buyer):
@@ -209,11 +203,11 @@ def test_an_adjustment_posts_only_when_a_second_staff_user_approves(
     )
     with pytest.raises(AdjustmentError, match="someone other than its requester"):
         adjustment_post(adjustment=adjustment, approved_by=staff)
-    assert balance(buyer, quote) == (D("10000"), D(0))
+    assert sim.balance(buyer, quote) == (D("10000"), D(0))
 
     posted = adjustment_post(adjustment=adjustment, approved_by=other_staff)
     assert posted.status == AdjustmentStatus.POSTED
-    assert balance(buyer, quote) == (D("10025"), D(0))
+    assert sim.balance(buyer, quote) == (D("10025"), D(0))
     with pytest.raises(AdjustmentError, match="already POSTED"):
         adjustment_post(adjustment=adjustment, approved_by=other_staff)
 
@@ -226,7 +220,7 @@ def test_a_debit_adjustment_cannot_overdraw(quote, buyer, staff, other_staff, bo
         adjustment_post(adjustment=adjustment, approved_by=other_staff)
     rejected = adjustment_reject(adjustment=adjustment, rejected_by=other_staff)
     assert rejected.status == AdjustmentStatus.REJECTED
-    assert balance(buyer, quote) == (D("10000"), D(0))
+    assert sim.balance(buyer, quote) == (D("10000"), D(0))
 
 
 def test_only_staff_may_request_adjustments(quote, buyer, django_user_model):
