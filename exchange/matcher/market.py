@@ -242,12 +242,16 @@ class _Batch:
                 available = ledger_accounts_lock_keys([key, held])[key]
                 if available.balance < extra:
                     return [engine.Rejected(order.pk, None, "INSUFFICIENT_FUNDS")]
-                self.topups.append((order, extra))
-        return self.m.book.amend(
+        else:
+            extra = ZERO
+        events = self.m.book.amend(
             order.pk,
             price=self.units.price_to_ticks(price) if price is not None else None,
             quantity=self.units.qty_to_lots(remaining) if remaining is not None else None,
         )
+        if extra > 0 and any(e.kind == engine.EventKind.AMENDED for e in events):
+            self.topups.append((order, extra))  # only for an amend the engine made
+        return events
 
     def apply_expiry(self) -> None:
         self._events(self.m.book.expire(self.now_ms))

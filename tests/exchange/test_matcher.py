@@ -157,6 +157,15 @@ def test_an_amend_up_holds_more_first_and_one_the_trader_cannot_fund_is_refused(
     matcher.run_batch()
     assert sim.balance(buyer, market.quote)[1] == D("1800.9")
 
+    # An amend the engine refuses (the market is halted) holds nothing more.
+    market_halt(market=market)
+    matcher.run_batch()
+    order_amend(account=buyer, order=bid, quantity=D("30"))
+    matcher.run_batch()
+    command = OrderCommand.objects.filter(kind="AMEND").order_by("-id").first()
+    assert command.result == {"rejected": "MARKET_HALTED"}
+    assert sim.balance(buyer, market.quote)[1] == D("1800.9")
+
 
 def test_cancel_all_and_halt(market, matcher, buyer, seller):
     place_order(buyer, market, "BUY", "1", "99")
