@@ -195,14 +195,11 @@ def entries_post(entries: Sequence[Entry]) -> list[LedgerTransaction]:
 
 
 def posted_keys(keys: Iterable[str]) -> set[str]:
-    # One array parameter: an IN list of a batch's keys costs more to send than to run.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT idempotency_key FROM portfolio_ledgertransaction"
-            " WHERE idempotency_key = ANY(%s)",
-            [list(keys)],
+    return set(
+        LedgerTransaction.objects.filter(idempotency_key__in=list(keys)).values_list(
+            "idempotency_key", flat=True
         )
-        return {key for (key,) in cursor.fetchall()}
+    )
 
 
 def require_available(account: LedgerAccount, amount: Decimal, asset_symbol: str) -> None:
@@ -413,17 +410,9 @@ def trade_settle_many(*, trades: Sequence[Trade]) -> list[LedgerTransaction]:
     posted = entries_post([_trade_entry(trade, accounts) for trade in todo])
     # The matcher writes its trades SETTLED in the transaction that settles them; a
     # trade settled later (a replay, a repair) is marked here.
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "UPDATE exchange_trade SET settlement_status = %s, settled_at = %s"
-            " WHERE id = ANY(%s) AND settlement_status <> %s",
-            [
-                SettlementStatus.SETTLED,
-                timezone.now(),
-                [t.pk for t in todo],
-                SettlementStatus.SETTLED,
-            ],
-        )
+    Trade.objects.filter(pk__in=[t.pk for t in todo]).exclude(
+        settlement_status=SettlementStatus.SETTLED
+    ).update(settlement_status=SettlementStatus.SETTLED, settled_at=timezone.now())
     return posted
 
 
