@@ -62,6 +62,21 @@ def updated_at_trigger(column: str = "updated_at") -> pgtrigger.Trigger:
     )
 
 
+def created_as_trigger(status: str, noun: str) -> pgtrigger.Trigger:
+    """Rows of this table are inserted in ``status`` and reach every other state only
+    through their state machine (a pgtrigger FSM on updates)."""
+    return pgtrigger.Trigger(
+        name="created_pending",
+        when=pgtrigger.Before,
+        operation=pgtrigger.Insert,
+        condition=pgtrigger.Condition(f"NEW.status <> '{status}'"),
+        func=(
+            f"RAISE EXCEPTION '{noun} are created {status}, not %', NEW.status "
+            "USING ERRCODE = 'check_violation'; RETURN NULL;"
+        ),
+    )
+
+
 def append_only_triggers(*, allow_update: bool = False) -> list[pgtrigger.Trigger]:
     """Rows that record history are never deleted (and, unless allowed, never changed)."""
     triggers = [pgtrigger.Protect(name="protect_delete", operation=pgtrigger.Delete)]

@@ -28,6 +28,7 @@ from dex.db import (
     RateField,
     UpdatedAtField,
     append_only_triggers,
+    created_as_trigger,
     updated_at_trigger,
 )
 
@@ -682,16 +683,7 @@ class Order(models.Model):
             pgtrigger.FSM(
                 name="status_transitions", field="status", transitions=ORDER_STATUS_TRANSITIONS
             ),
-            pgtrigger.Trigger(
-                name="created_pending",
-                when=pgtrigger.Before,
-                operation=pgtrigger.Insert,
-                condition=pgtrigger.Condition("NEW.status <> 'PENDING'"),
-                func=(
-                    "RAISE EXCEPTION 'orders are created PENDING, not %', NEW.status "
-                    "USING ERRCODE = 'check_violation'; RETURN NULL;"
-                ),
-            ),
+            created_as_trigger("PENDING", "orders"),
             pgtrigger.Trigger(
                 name="on_market_grid",
                 when=pgtrigger.Before,
@@ -841,16 +833,7 @@ class OrderCommand(models.Model):
             ),
         ]
         triggers = [
-            pgtrigger.Trigger(
-                name="created_pending",
-                when=pgtrigger.Before,
-                operation=pgtrigger.Insert,
-                condition=pgtrigger.Condition("NEW.status <> 'PENDING'"),
-                func=(
-                    "RAISE EXCEPTION 'commands are created PENDING, not %', NEW.status "
-                    "USING ERRCODE = 'check_violation'; RETURN NULL;"
-                ),
-            ),
+            created_as_trigger("PENDING", "commands"),
             pgtrigger.FSM(
                 name="status_transitions",
                 field="status",

@@ -80,6 +80,11 @@ def snapshot(matcher: MarketMatcher) -> dict:
     }
 
 
+def publish_snapshot(matcher: MarketMatcher) -> None:
+    """The whole book, for a matcher that has just (re)built it."""
+    redis_client().set(book_key(matcher.market.symbol), json.dumps(snapshot(matcher)))
+
+
 def publish(matcher: MarketMatcher, result: BatchResult) -> None:
     symbol = matcher.market.symbol
     client = redis_client()

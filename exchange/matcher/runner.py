@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import connection
 
 from exchange.matcher.market import BATCH_LIMIT, MarketMatcher
-from exchange.matcher.publish import publish, redis_client
+from exchange.matcher.publish import publish, publish_snapshot, redis_client
 from exchange.models import MATCHER_CHANNEL, Market
 
 log = logging.getLogger("exchange.matcher")
@@ -175,11 +175,3 @@ def _freeze_long_lived() -> None:
     reference counting when the book lets go of them."""
     gc.collect(1)
     gc.freeze()
-
-
-def publish_snapshot(matcher: MarketMatcher) -> None:
-    import json
-
-    from exchange.matcher.publish import book_key, snapshot
-
-    redis_client().set(book_key(matcher.market.symbol), json.dumps(snapshot(matcher)))

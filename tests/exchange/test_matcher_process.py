@@ -25,8 +25,14 @@ from django.db import connection
 from django.db.models import Count, Q, Sum
 
 from exchange.matcher.market import MarketMatcher
-from exchange.matcher.publish import SNAPSHOT_LEVELS, book_key, redis_client, snapshot
-from exchange.matcher.runner import LOCK_NAMESPACE, heartbeat_key, publish_snapshot
+from exchange.matcher.publish import (
+    SNAPSHOT_LEVELS,
+    book_key,
+    publish_snapshot,
+    redis_client,
+    snapshot,
+)
+from exchange.matcher.runner import LOCK_NAMESPACE, heartbeat_key
 from exchange.matcher.verification import books_verify
 from exchange.models import (
     TERMINAL_STATUSES,
