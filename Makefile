@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format manage clean-data bench-engine bench-ledger
+.PHONY: help install run test lint format manage clean-data bench-engine bench-ledger bench-api bench-ws
 
 help:
 	@echo "make run      start the platform (web; demo data; prints the URLs and the staff login)"
@@ -19,6 +19,8 @@ help:
 	@echo "make clean-data        delete the embedded databases under .data/"
 	@echo "make bench-engine      engine vs PyPI order books (own venv: .venv-bench)"
 	@echo "make bench-ledger      trade settlements per second"
+	@echo "make bench-api         signed orders per second and latency over HTTP (web + matcher)"
+	@echo "make bench-ws          WebSocket subscribers held, messages/s and latency while trading"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=/path/to/python3.11)")'
@@ -61,3 +63,9 @@ bench-engine: .venv-bench/.installed-stamp
 
 bench-ledger: install
 	$(BIN)/python -m dex.devstack exec -- $(BIN)/python bench/ledger.py $(ARGS)
+
+bench-api: install
+	$(BIN)/python -m dex.devstack exec -- $(BIN)/python bench/api.py $(ARGS)
+
+bench-ws: install
+	$(BIN)/python -m dex.devstack exec -- $(BIN)/python bench/ws.py $(ARGS)

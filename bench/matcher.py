@@ -11,27 +11,32 @@ Without servers of your own:
 
     .venv/bin/python -m dex.devstack exec -- .venv/bin/python bench/matcher.py
 
-The configured database is never written to: the bench creates ``dex_bench_matcher``
+The configured database is never written to: the bench creates ``<it>_bench_matcher``
 beside it (replacing a stale one), migrates it, and drops it at the end.
 
 The workload, one market (ETH-USDC, tick 0.01, lot 0.001) and ``--traders`` funded
 traders, drawn from a seeded generator: 65% limit orders (half of them priced through
 the mid so that they trade, half resting up to 1% away), 25% cancels of earlier limit
-orders, 10% market orders (sells by quantity, buys by quote amount). Every order and
-cancel goes through ``order_place`` / ``order_cancel``.
+orders, 10% market orders (sells by quantity, buys by quote amount).
 
-1. Throughput. ``--orders`` commands are accepted first (timed apart: the accept
-   rate, one durable transaction each, one thread), then ``MarketMatcher.run_batch``
-   drains them in batches of ``--batch`` (default 500), each batch one transaction:
-   commands persisted per second, and the trades written with them.
-2. Latency. A real ``manage.py run_matcher`` process owns the market while one thread
-   offers ``--rate`` orders per second for ``--seconds`` through the services. Per
-   command, ``processed_at - created_at`` from the database. Both stamps are
-   approximations of "commit to commit": ``created_at`` is ``now()`` in the order
-   service's transaction, i.e. its *start* (so this adds the service's own time), and
-   ``processed_at`` is the matcher's clock when it *began* the batch (so this leaves
-   out the batch's persist and commit). A second column measures from the moment
-   ``order_place`` returned in the offering thread (its commit) to ``processed_at``.
+1. Throughput. ``--orders`` commands are accepted first through ``order_place`` /
+   ``order_cancel`` (timed apart: the accept rate, one durable transaction each, one
+   thread), then ``MarketMatcher.run_batch`` drains them in batches of ``--batch``
+   (default 500), each batch one transaction: commands persisted per second, and the
+   trades written with them.
+2. Latency. A real ``manage.py run_matcher`` process owns the market while
+   ``--processes`` processes offer ``--rate`` requests a second between them for
+   ``--seconds``. The services cost ~10 ms of Python per order, so they cannot offer
+   1,000 a second on a 2-core machine: each request is written by ``SqlDesk`` as the
+   services write it (the order, its HOLD ledger transaction and postings, its command;
+   a cancel's command after locking the live order), one transaction each, through the
+   same triggers and NOTIFY. Two measures:
+   - command commit -> result written: from the wall clock just after the command's
+     commit returned to ``processed_at``, which the matcher stamps with
+     ``clock_timestamp()`` in its batch's last statement before COMMIT (every command);
+   - order commit -> reply in Redis: from the same moment to when the order's first
+     reply, pushed by the matcher right after its COMMIT, is seen in Redis (placements;
+     one thread BLPOPs all awaited reply keys) — what a placing request waits for.
 """
 
 from __future__ import annotations
@@ -40,15 +45,17 @@ import argparse
 import cProfile
 import io
 import itertools
+import json
 import os
 import pstats
 import random
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -57,7 +64,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-BENCH_DATABASE = "dex_bench_matcher"
+BENCH_SUFFIX = "_bench_matcher"
 TARGET_PER_SECOND = 5_000
 TARGET_P99_MS = 10.0
 MID = Decimal("100")
@@ -78,13 +85,19 @@ def setup_django() -> None:
     settings.DEBUG = False  # the debug cursor would log every query the bench makes
 
 
+def bench_database_name() -> str:
+    """``<configured database>_bench_matcher``: two benches against different databases
+    never share one."""
+    return urlsplit(os.environ["DATABASE_URL"]).path.lstrip("/") + BENCH_SUFFIX
+
+
 def bench_database_create() -> str:
     """Create, migrate (``migrate``, via the test-database machinery) and switch to the
     bench's own database; return the configured database's name to switch back to."""
     from django.db import connection
 
     configured = connection.settings_dict["NAME"]
-    connection.settings_dict.setdefault("TEST", {})["NAME"] = BENCH_DATABASE
+    connection.settings_dict.setdefault("TEST", {})["NAME"] = bench_database_name()
     connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
     return configured
 
@@ -98,12 +111,12 @@ def bench_database_drop(configured: str) -> None:
 def bench_database_url() -> str:
     """``DATABASE_URL`` with the bench's database in place of the configured one."""
     parts = urlsplit(os.environ["DATABASE_URL"])
-    return urlunsplit(parts._replace(path=f"/{BENCH_DATABASE}"))
+    return urlunsplit(parts._replace(path=f"/{bench_database_name()}"))
 
 
 class Workload:
     """Funded traders on one market, and a seeded stream of orders and cancels sent
-    through the services."""
+    through the services (``send``) or written by the same rows in SQL (``SqlDesk``)."""
 
     def __init__(self, *, traders: int, seed: int) -> None:
         from exchange.models import Account, Asset, Market, MarketStatus
@@ -111,6 +124,9 @@ class Workload:
 
         self.rng = random.Random(seed)
         self._ids = itertools.count(1)
+        # Order keys differ from run to run, so a stale reply left in Redis by an
+        # earlier run (replies live a minute) is never taken for this run's.
+        self.run = f"{os.getpid():x}{int(time.time()) % 100_000:x}"
         base = Asset.objects.create(symbol="ETH", name="Ether", decimals=18)
         quote = Asset.objects.create(symbol="USDC", name="USD Coin", decimals=6)
         self.market = Market.objects.create(
@@ -149,26 +165,15 @@ class Workload:
     def _price(self, offset_bps: float) -> Decimal:
         return (MID * (1 + D(repr(offset_bps)) / 10_000)).quantize(D("0.01"))
 
-    def send(self) -> tuple[str, int | None]:
-        """Send the next order or cancel; returns its kind and its command's id (None
-        when the service refused it, e.g. a cancel of an order already closed)."""
-        from exchange.models import CommandKind, OrderCommand
-        from exchange.services.orders import (
-            OrderRejected,
-            OrderRequest,
-            order_cancel,
-            order_place,
-        )
+    def draw(self, rng: random.Random, limits: list, traders: Sequence) -> tuple:
+        """The next request: ``("cancel", order)`` (an earlier limit order, taken from
+        ``limits``) or ``(kind, trader, OrderRequest)``."""
+        from exchange.services.orders import OrderRequest
 
-        rng = self.rng
         draw = rng.random()
-        trader = rng.choice(self.traders)
-        if draw < 0.25 and self.limits:
-            order = self.limits.pop(rng.randrange(len(self.limits)))
-            try:
-                return "cancel", order_cancel(account=order.account, order=order).pk
-            except OrderRejected:
-                return "cancel", None
+        trader = rng.choice(traders)
+        if draw < 0.25 and limits:
+            return ("cancel", limits.pop(rng.randrange(len(limits))))
         side = rng.choice(("BUY", "SELL"))
         sign = 1 if side == "BUY" else -1
         quantity = D(rng.randint(20, 2_000)) * D("0.001")
@@ -188,12 +193,29 @@ class Workload:
             offset = rng.uniform(1, 30) if through else -rng.uniform(1, 100)
             fields.update(type="LIMIT", price=self._price(sign * offset), quantity=quantity)
         request = OrderRequest(
-            client_order_id=f"bench-{key}",
+            client_order_id=f"b{self.run}-{key}",
             nonce=key,
             signature=self._hex(65),
             order_hash=self._hex(32),
             **fields,
         )
+        return (kind, trader, request)
+
+    def send(self) -> tuple[str, int | None]:
+        """Send the next order or cancel through the services; returns its kind and its
+        command's id (None when the service refused it, e.g. a cancel of an order
+        already closed)."""
+        from exchange.models import CommandKind, OrderCommand
+        from exchange.services.orders import OrderRejected, order_cancel, order_place
+
+        drawn = self.draw(self.rng, self.limits, self.traders)
+        if drawn[0] == "cancel":
+            order = drawn[1]
+            try:
+                return "cancel", order_cancel(account=order.account, order=order).pk
+            except OrderRejected:
+                return "cancel", None
+        kind, trader, request = drawn
         try:
             order = order_place(account=trader, market=self.market, request=request)
         except OrderRejected:
@@ -202,6 +224,146 @@ class Workload:
             self.limits.append(order)
         command = OrderCommand.objects.filter(order=order, kind=CommandKind.PLACE).only("id")
         return kind, command.values_list("id", flat=True).first()
+
+
+# What order_place writes, as one statement (one round trip, its own transaction): the
+# trader's two ledger accounts locked in key order (as the service and the matcher lock
+# them), the PENDING order, its hold (a HOLD ledger transaction, available -> held) and
+# its PLACE command. The tables' triggers and constraints check it all as they check
+# the service's rows.
+_PLACE = """
+WITH locked AS (
+    SELECT count(*) AS n FROM (
+        SELECT id FROM portfolio_ledgeraccount
+         WHERE id IN (%(available)s, %(held)s) ORDER BY id FOR UPDATE
+    ) l
+), o AS (
+    INSERT INTO exchange_order
+           (account_id, market_id, client_order_id, side, type, time_in_force, post_only,
+            self_trade_prevention, price, quantity, remaining, quote_quantity,
+            maker_fee_rate, taker_fee_rate, filled, filled_quote, status, reason, nonce,
+            signature, order_hash, metadata)
+    SELECT %(account)s, %(market)s, %(coid)s, %(side)s, %(type)s, %(tif)s, false,
+           'EXPIRE_TAKER', %(price)s, %(quantity)s, %(quantity)s, %(quote_quantity)s,
+           %(maker)s, %(taker)s, 0, 0, 'PENDING', '', %(nonce)s, %(signature)s,
+           %(hash)s, '{}'
+      FROM locked WHERE locked.n = 2
+    RETURNING id
+), t AS (
+    INSERT INTO portfolio_ledgertransaction (kind, idempotency_key, description, order_id)
+    SELECT 'HOLD', 'order:' || o.id || ':placed', '', o.id FROM o
+    RETURNING id, order_id
+), p AS (
+    INSERT INTO portfolio_posting (transaction_id, ledger_account_id, amount, order_id)
+    SELECT t.id, %(available)s, -%(hold)s::numeric, NULL FROM t
+    UNION ALL
+    SELECT t.id, %(held)s, %(hold)s::numeric, t.order_id FROM t
+), c AS (
+    INSERT INTO exchange_ordercommand (market_id, kind, account_id, order_id, payload, status)
+    SELECT %(market)s, 'PLACE', %(account)s, o.id, '{}', 'PENDING' FROM o
+    RETURNING id
+)
+SELECT o.id, c.id FROM o, c
+"""
+# order_cancel: the order locked while still live, then its CANCEL command.
+_CANCEL = """
+INSERT INTO exchange_ordercommand (market_id, kind, account_id, order_id, payload, status)
+SELECT market_id, 'CANCEL', account_id, id, '{}', 'PENDING' FROM exchange_order
+ WHERE id = %s AND status IN ('PENDING', 'OPEN', 'PARTIALLY_FILLED', 'UNTRIGGERED')
+   FOR UPDATE
+RETURNING id
+"""
+
+
+class SqlDesk:
+    """Writes what ``order_place`` / ``order_cancel`` write, in SQL on a connection of
+    its own: the services cost ~10 ms of Python per order, so a 2-core machine cannot
+    offer 1,000 orders a second through them. The validation the services do first
+    (signature, KYC, limits) is skipped; every row, trigger and NOTIFY is the same."""
+
+    def __init__(self, workload: Workload, *, seed: int, traders: Sequence) -> None:
+        import psycopg
+
+        from exchange.models import Order, OrderStatus
+        from portfolio.holds import order_hold_asset_id, order_hold_required
+        from portfolio.services.ledger import ledger_accounts_ensure, trader_account_key
+
+        self.workload = workload
+        self.rng = random.Random(seed)
+        self.traders = traders
+        self.limits: list = []  # (order id, account id) of limit orders placed
+        self.conn: psycopg.Connection | None = None  # opened by the process that sends
+        self.url = bench_database_url().replace("postgres://", "postgresql://")
+        market = workload.market
+        self._hold = lambda order: (order_hold_asset_id(order), order_hold_required(order))
+        self._order = lambda **kw: Order(market=market, status=OrderStatus.PENDING, **kw)
+        keys = {
+            (kind, asset, trader.pk): trader_account_key(kind, asset, trader.pk)
+            for trader in traders
+            for asset in (market.base_id, market.quote_id)
+            for kind in ("AVAILABLE", "HELD")
+        }
+        ids = ledger_accounts_ensure(keys.values())
+        self.accounts = {short: ids[key] for short, key in keys.items()}
+
+    def send(self) -> tuple[str, int | None, int | None, float]:
+        """Send the next request; returns its kind, command id, order id and the wall
+        clock just after its transaction committed."""
+        import psycopg
+
+        market = self.workload.market
+        drawn = self.workload.draw(self.rng, self.limits, self.traders)
+        if self.conn is None:
+            self.conn = psycopg.connect(self.url, autocommit=True)
+        conn = self.conn
+        if drawn[0] == "cancel":
+            order_id, _ = drawn[1]
+            row = conn.execute(_CANCEL, [order_id]).fetchone()
+            return "cancel", row[0] if row else None, order_id, time.time()
+        kind, trader, request = drawn
+        order = self._order(
+            account_id=trader.pk,
+            side=request.side,
+            type=request.type,
+            price=request.price,
+            quantity=request.quantity,
+            remaining=request.quantity,
+            quote_quantity=request.quote_quantity,
+            taker_fee_rate=market.taker_fee_rate,
+        )
+        asset, hold = self._hold(order)
+        available = self.accounts[("AVAILABLE", asset, trader.pk)]
+        held = self.accounts[("HELD", asset, trader.pk)]
+        order_id, command_id = conn.execute(
+            _PLACE,
+            {
+                "account": trader.pk,
+                "market": market.pk,
+                "coid": request.client_order_id,
+                "side": request.side,
+                "type": request.type,
+                "tif": "GTC" if request.type == "LIMIT" else "IOC",
+                "price": request.price,
+                "quantity": request.quantity,
+                "quote_quantity": request.quote_quantity,
+                "maker": market.maker_fee_rate,
+                "taker": market.taker_fee_rate,
+                "nonce": request.nonce,
+                "signature": request.signature,
+                "hash": request.order_hash,
+                "available": available,
+                "held": held,
+                "hold": hold,
+            },
+        ).fetchone()
+        committed = time.time()
+        if kind == "limit":
+            self.limits.append((order_id, trader.pk))
+        return kind, command_id, order_id, committed
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
 
 
 @dataclass
@@ -246,21 +408,31 @@ class Latency:
     rate: float
     offered: int
     seconds: float
-    from_created_ms: list[float]
-    from_return_ms: list[float]
+    from_commit_ms: list[float]  # command committed -> result's done-mark written
+    reply_ms: list[float]  # order committed -> its reply visible in Redis (placements)
     unprocessed: int
+    missing_replies: int
 
 
 def matcher_process(batch: int) -> subprocess.Popen:
+    """``run_matcher`` for the bench's database; its log goes to a temporary file (a pipe
+    nobody reads fills up and stops the matcher mid-write)."""
     env = dict(os.environ, DATABASE_URL=bench_database_url(), PYTHONUNBUFFERED="1")
-    return subprocess.Popen(
-        [sys.executable, str(BASE_DIR / "manage.py"), "run_matcher", "--batch-limit", str(batch)],
-        env=env,
-        cwd=BASE_DIR,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    with tempfile.TemporaryFile(mode="w+") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            [
+                sys.executable,
+                str(BASE_DIR / "manage.py"),
+                "run_matcher",
+                "--batch-limit",
+                str(batch),
+            ],
+            env=env,
+            cwd=BASE_DIR,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            text=True,
+        )
 
 
 def wait_owned(market_id: int, timeout: float = 60) -> None:
@@ -283,42 +455,146 @@ def wait_owned(market_id: int, timeout: float = 60) -> None:
     raise RuntimeError("the matcher process did not take the market")
 
 
-def offer(workload: Workload, *, rate: float, seconds: float) -> Latency:
-    """Send at ``rate`` per second from this thread, then wait for the matcher."""
-    from django.utils import timezone
+class ReplyWatch:
+    """Stamps the moment each placed order's first reply (``publish``: pushed right after
+    the matcher's commit) appears in Redis: one thread blocked on every awaited reply
+    key at once, woken whenever an offering thread adds one."""
+
+    def __init__(self, client_order_prefix: str) -> None:
+        import redis
+        from django.conf import settings
+
+        self.client = redis.Redis.from_url(settings.REDIS_URL)
+        self.prefix = client_order_prefix
+        self.wake = f"bench:matcher:wake:{os.getpid()}"
+        self.awaited: dict[bytes, tuple[int, float]] = {}  # reply key -> (order, committed)
+        self.seen: list[float] = []
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def expect(self, order_id: int, committed: float) -> None:
+        from exchange.matcher.publish import reply_key
+
+        with self.lock:
+            self.awaited[reply_key(order_id).encode()] = (order_id, committed)
+        self.client.rpush(self.wake, 1)
+
+    def _run(self) -> None:
+        while not (self.done.is_set() and not self.awaited):
+            with self.lock:
+                # The wake-up key last: BLPOP pops from the first non-empty key given.
+                keys = [*self.awaited, self.wake.encode()]
+            popped = self.client.blpop(keys, timeout=0.1)
+            now = time.time()
+            if popped is None:
+                continue
+            if popped[0] == self.wake.encode():
+                self.client.delete(self.wake)  # one wake-up for all the keys added since
+                continue
+            key, value = popped
+            reply = json.loads(value)
+            if not str(reply.get("client_order_id", "")).startswith(self.prefix):
+                continue  # not this run's
+            with self.lock:
+                _, committed = self.awaited.pop(key)
+            self.seen.append((now - committed) * 1000)
+
+    def finish(self, timeout: float) -> int:
+        """Wait for the replies still awaited; returns how many never came."""
+        deadline = time.monotonic() + timeout
+        while self.awaited and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.done.set()
+        with self.lock:
+            missing = len(self.awaited)
+            self.awaited.clear()
+        self.thread.join(timeout=1)
+        self.client.delete(self.wake)
+        return missing
+
+
+def _offer_from(desk: SqlDesk, index: int, n: int, schedule: tuple, out) -> None:
+    """One offering process: its slots ``index``, ``index + n``, ... of the shared
+    schedule (``rate`` a second from ``start`` on the wall clock, for ``seconds``)."""
+    start, rate, seconds = schedule
+    # Ids of this process's orders (nonce, hash) apart from every other's.
+    desk.workload._ids = itertools.count(1_000_000_000 * (index + 1))
+    sent = 0
+    try:
+        slot = index
+        while (at := start + slot / rate) - start < seconds:
+            delay = at - time.time()
+            if delay > 0:
+                time.sleep(delay)
+            kind, command_id, order_id, committed = desk.send()
+            sent += 1
+            if command_id is not None:
+                out.put((kind, command_id, order_id, committed))
+            slot += n
+    finally:
+        desk.close()
+        out.put(("done", sent, None, None))
+
+
+def offer(workload: Workload, *, rate: float, seconds: float, processes: int, seed: int) -> Latency:
+    """Offer ``rate`` requests a second for ``seconds`` from ``processes`` processes
+    (each on its own traders and connection, on a shared clock; processes, not threads,
+    so that they do not queue for one interpreter lock), then wait for the matcher."""
+    import multiprocessing
+
+    from django.db import connection
 
     from exchange.models import CommandStatus, OrderCommand
 
-    returned: dict[int, datetime] = {}
-    start = time.monotonic()
-    total = 0
-    # Stop at the deadline even when the services cannot keep up with ``rate``: the
-    # achieved rate is printed beside the latency.
-    while (now := time.monotonic()) - start < seconds:
-        delay = start + total / rate - now
-        if delay > 0:
-            time.sleep(delay)
-        _, command_id = workload.send()
-        total += 1
-        if command_id is not None:
-            returned[command_id] = timezone.now()
-    elapsed = time.monotonic() - start
-    pending = OrderCommand.objects.filter(pk__in=list(returned), status=CommandStatus.PENDING)
+    groups = [workload.traders[i::processes] for i in range(processes)]
+    desks = [SqlDesk(workload, seed=seed * 1000 + i, traders=g) for i, g in enumerate(groups)]
+    connection.close()  # not inherited by the children (they use their own)
+    context = multiprocessing.get_context("fork")
+    out = context.Queue()
+    schedule = (time.time() + 0.5, rate, seconds)
+    workers = [
+        context.Process(target=_offer_from, args=(desk, i, processes, schedule, out))
+        for i, desk in enumerate(desks)
+    ]
+    for worker in workers:
+        worker.start()
+    watch = ReplyWatch(f"b{workload.run}-")  # a thread: started after the forks
+    committed: dict[int, float] = {}
+    offered, running = 0, processes
+    while running:
+        kind, command_id, order_id, when = out.get(timeout=seconds + 60)
+        if kind == "done":
+            offered += command_id
+            running -= 1
+            continue
+        committed[command_id] = when
+        if kind != "cancel":
+            watch.expect(order_id, when)
+    elapsed = time.time() - schedule[0]
+    for worker in workers:
+        worker.join()
+        if worker.exitcode:
+            raise RuntimeError(f"an offering process failed ({worker.exitcode})")
+    missing = watch.finish(timeout=30)
+    pending = OrderCommand.objects.filter(pk__in=list(committed), status=CommandStatus.PENDING)
     deadline = time.monotonic() + 30
     while pending.exists() and time.monotonic() < deadline:
         time.sleep(0.1)
-    rows = OrderCommand.objects.filter(pk__in=list(returned), status=CommandStatus.DONE)
-    from_created, from_return = [], []
-    for pk, created, processed in rows.values_list("pk", "created_at", "processed_at"):
-        from_created.append((processed - created).total_seconds() * 1000)
-        from_return.append((processed - returned[pk]).total_seconds() * 1000)
+    rows = OrderCommand.objects.filter(pk__in=list(committed), status=CommandStatus.DONE)
+    from_commit = [
+        (processed.timestamp() - committed[pk]) * 1000
+        for pk, processed in rows.values_list("pk", "processed_at")
+    ]
     return Latency(
         rate=rate,
-        offered=total,
+        offered=offered,
         seconds=elapsed,
-        from_created_ms=from_created,
-        from_return_ms=from_return,
-        unprocessed=len(returned) - len(from_created),
+        from_commit_ms=from_commit,
+        reply_ms=watch.seen,
+        unprocessed=len(committed) - len(from_commit),
+        missing_replies=missing,
     )
 
 
@@ -349,8 +625,8 @@ def print_table(t: Throughput, lat: Latency) -> None:
         ),
     ]
     for label, values in (
-        ("created_at -> processed_at", lat.from_created_ms),
-        ("service return -> processed_at", lat.from_return_ms),
+        ("command commit -> result written", lat.from_commit_ms),
+        ("order commit -> reply in Redis", lat.reply_ms),
     ):
         rows.append(
             (
@@ -367,8 +643,9 @@ def print_table(t: Throughput, lat: Latency) -> None:
     print(
         f"(drain: {t.commands:,} commands = {t.sent['limit']:,} limit, {t.sent['market']:,} "
         f"market, {t.sent['cancel']:,} cancel requests; {t.trades:,} trades; {t.batches} "
-        f"batches in {t.seconds:.2f}s. latency: {len(lat.from_created_ms):,} commands, "
-        f"{lat.unprocessed} unprocessed)"
+        f"batches in {t.seconds:.2f}s. latency: {len(lat.from_commit_ms):,} commands, "
+        f"{lat.unprocessed} unprocessed; {len(lat.reply_ms):,} placement replies, "
+        f"{lat.missing_replies} missing)"
     )
 
 
@@ -380,6 +657,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=500)
     parser.add_argument("--rate", type=float, default=1_000, help="offered orders/s")
     parser.add_argument("--seconds", type=float, default=10, help="latency run length")
+    parser.add_argument(
+        "--processes", type=int, default=4, help="processes offering orders for latency"
+    )
     parser.add_argument("--traders", type=int, default=50)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", action="store_true", help="cProfile the drain")
@@ -396,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
             cursor.execute("SHOW server_version")
             version = cursor.fetchone()[0]
         print(
-            f"PostgreSQL {version}, database {BENCH_DATABASE} (created for this run), "
+            f"PostgreSQL {version}, database {bench_database_name()} (created for this run), "
             f"{args.traders} traders, {os.cpu_count()} CPUs, load average "
             f"{os.getloadavg()[0]:.2f}",
             flush=True,
@@ -404,6 +684,8 @@ def main(argv: list[str] | None = None) -> int:
         workload = Workload(traders=args.traders, seed=args.seed)
         print(f"accepting {args.orders:,} orders and cancels through the services ...", flush=True)
         throughput = preload(workload, args.orders)
+        with connection.cursor() as cursor:
+            cursor.execute("ANALYZE")  # statistics, as a database in service has them
         print(f"draining them with MarketMatcher.run_batch(limit={args.batch}) ...", flush=True)
         if args.profile:
             profiled_drain(workload, throughput, args.batch, args.top)
@@ -413,7 +695,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"offering {args.rate:g}/s for {args.seconds:g}s to run_matcher ...", flush=True)
         matcher = matcher_process(args.batch)
         wait_owned(workload.market.pk)
-        latency = offer(workload, rate=args.rate, seconds=args.seconds)
+        latency = offer(
+            workload,
+            rate=args.rate,
+            seconds=args.seconds,
+            processes=args.processes,
+            seed=args.seed,
+        )
         matcher.terminate()
         matcher.wait(timeout=30)
 
@@ -430,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
         for problem in problems[:20]:
             print(f"  {problem}")
         per_second = throughput.commands / throughput.seconds
-        p99 = percentile(latency.from_created_ms, 0.99)
+        p99 = max(percentile(latency.from_commit_ms, 0.99), percentile(latency.reply_ms, 0.99))
         if per_second < TARGET_PER_SECOND:
             print(f"drain is under {TARGET_PER_SECOND:,}/s: run with --profile")
         if p99 >= TARGET_P99_MS:

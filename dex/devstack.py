@@ -87,6 +87,8 @@ def stack(*, data_dir: Path, settings_module: str) -> Iterator[Stack]:
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     result = Stack(env=env)
     data_dir.mkdir(parents=True, exist_ok=True)
+    # Celery beat keeps its schedule's state here (the Procfile's ``beat``).
+    env["DEX_DATA_DIR"] = str(data_dir)
     if not env.get("DATABASE_URL"):
         env["DATABASE_URL"], handle = _start_postgres(data_dir)
         result.embedded.append("PostgreSQL")
@@ -142,7 +144,8 @@ def _announce_when_healthy(base_url: str, login_hint: str, timeout: float = 120.
             with urllib.request.urlopen(f"{base_url}/healthz", timeout=2) as response:
                 if response.status == 200:
                     print(
-                        f"\n  DEX is up:  admin {base_url}/admin/   health {base_url}/healthz"
+                        f"\n  DEX is up:  admin {base_url}/admin/   dashboard {base_url}/dashboard/"
+                        f"   health {base_url}/healthz"
                         f"\n              {login_hint}\n",
                         flush=True,
                     )
@@ -173,7 +176,8 @@ def cmd_run(stack_: Stack) -> int:
     login = next((line.strip() for line in seed.stdout.splitlines() if "staff login" in line), "")
     print(
         f"==> starting the Procfile: web on {base_url}  (admin {base_url}/admin/, "
-        f"health {base_url}/healthz, websocket ws://{host}:{port}/ws/system/)",
+        f"dashboard {base_url}/dashboard/, health {base_url}/healthz, "
+        f"websocket ws://{host}:{port}/ws/stream/)",
         flush=True,
     )
     threading.Thread(target=_announce_when_healthy, args=(base_url, login), daemon=True).start()

@@ -3,8 +3,13 @@ snapshots) is read-only here: it changes only through the order services and the
 matcher, never by hand."""
 
 from django.contrib import admin
+from django.contrib.admin.utils import quote, unquote
+from django.core.exceptions import PermissionDenied
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import Http404, HttpRequest, HttpResponse
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html
 
 from dex.admin import ReadOnlyAdmin
 from exchange.models import (
@@ -17,7 +22,21 @@ from exchange.models import (
     OrderCommand,
     OrderStatusHistory,
     Trade,
+    WebSocketConnection,
 )
+from portfolio import metrics
+from portfolio.charts import line_chart
+from portfolio.models import SnapshotKind
+from portfolio.selectors import (
+    portfolio_valuation,
+    position_list,
+    snapshot_value_series,
+    user_trading_statistics,
+)
+from portfolio.services.snapshots import snapshot_points
+
+# The chart draws at most this many snapshots (a month of hourly ones), the latest.
+CHART_MAX_POINTS = 720
 
 
 @admin.register(Asset)
@@ -66,7 +85,16 @@ class ApiKeyInline(admin.TabularInline):
 
 @admin.register(Account)
 class AccountAdmin(admin.ModelAdmin):
-    list_display = ["id", "wallet_address", "label", "status", "country", "kyc_tier", "created_at"]
+    list_display = [
+        "id",
+        "wallet_address",
+        "label",
+        "status",
+        "country",
+        "kyc_tier",
+        "created_at",
+        "portfolio_link",
+    ]
     list_filter = ["status", "kyc_tier", "country"]
     search_fields = ["wallet_address", "label"]
     # Freezes and closures are compliance actions with a reason and an audit record.
@@ -78,6 +106,87 @@ class AccountAdmin(admin.ModelAdmin):
         if obj is not None:
             return [*self.readonly_fields, "wallet_address"]
         return self.readonly_fields
+
+    def get_urls(self):
+        info = self.opts.app_label, self.opts.model_name
+        return [
+            path(
+                "<path:object_id>/portfolio/",
+                self.admin_site.admin_view(self.portfolio_view),
+                name="{}_{}_portfolio".format(*info),
+            ),
+            *super().get_urls(),
+        ]
+
+    @admin.display(description="Portfolio")
+    def portfolio_link(self, account: Account) -> str:
+        url = reverse("admin:exchange_account_portfolio", args=[quote(account.pk)])
+        return format_html('<a href="{}">Portfolio</a>', url)
+
+    def portfolio_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The account's portfolio as the trader would see it: read-only, built from the
+        positions, trading statistics and snapshots the trades keep."""
+        account = self.get_object(request, unquote(object_id))
+        if account is None:
+            raise Http404("No such account.")
+        if not self.has_view_permission(request, account):
+            raise PermissionDenied
+        kind = request.GET.get("series", SnapshotKind.INTERVAL)
+        if kind not in SnapshotKind.values:
+            kind = SnapshotKind.INTERVAL
+
+        valuation = portfolio_valuation(account=account)
+        lines = {(line.asset_id, line.quote_id): line for line in valuation.assets}
+        positions = [
+            (position, lines.get((position.asset_id, position.quote_id)))
+            for position in position_list(account=account)
+        ]
+        quotes = Asset.objects.in_bulk(
+            set(valuation.totals) | {position.quote_id for position, _ in positions}
+        )
+        totals = [(quotes[quote_id], t) for quote_id, t in sorted(valuation.totals.items())]
+        windows = [
+            (asset, user_trading_statistics(account=account, quote_id=quote_id))
+            for quote_id, asset in sorted(quotes.items())
+        ]
+        daily = snapshot_points(account=account, kind=SnapshotKind.DAILY)
+        summary = metrics.summarize(daily, periods_per_year=365)
+        series = snapshot_value_series(account=account, kind=kind, limit=CHART_MAX_POINTS)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": account,
+            "title": f"Portfolio of {account}",
+            "positions": positions,
+            "totals": totals,
+            "windows": windows,
+            "daily_count": len(daily),
+            # Drawdown is 0 for a series with no returns; a blank says there is no data.
+            "metrics": [
+                ("Return on investment", _percent(summary.roi)),
+                ("Volatility (annualised)", _percent(summary.volatility)),
+                ("Sharpe ratio (annualised)", _ratio(summary.sharpe_ratio)),
+                ("Max drawdown", _percent(summary.max_drawdown if summary.returns else None)),
+                ("1-day VaR (95%, historical)", _percent(summary.value_at_risk_95)),
+            ],
+            "series_kind": kind,
+            "series_kinds": SnapshotKind.choices,
+            "chart": line_chart(series),
+            "snapshot_count": len(series),
+        }
+        return TemplateResponse(request, "admin/exchange/account/portfolio.html", context)
+
+
+NO_DATA = "\u2014"
+
+
+def _percent(value: float | None) -> str:
+    # + 0.0 turns a -0.0 (no loss at all, negated) into 0.0.
+    return NO_DATA if value is None else f"{value + 0.0:.2%}"
+
+
+def _ratio(value: float | None) -> str:
+    return NO_DATA if value is None else f"{value:.2f}"
 
 
 @admin.register(ApiKey)
@@ -194,3 +303,24 @@ class OrderBookSnapshotAdmin(ReadOnlyAdmin):
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[OrderBookSnapshot]:
         return super().get_queryset(request).select_related("market")
+
+
+@admin.register(WebSocketConnection)
+class WebSocketConnectionAdmin(ReadOnlyAdmin):
+    """Stream connections, for monitoring: open ones have no disconnect time."""
+
+    list_display = [
+        "connection_id",
+        "account",
+        "client_address",
+        "connected_at",
+        "last_seen_at",
+        "disconnected_at",
+        "close_code",
+        "messages_sent",
+        "messages_received",
+    ]
+    list_filter = [("disconnected_at", admin.EmptyFieldListFilter), "close_code", "connected_at"]
+    search_fields = ["=connection_id", "account__wallet_address", "client_address"]
+    list_select_related = ["account"]
+    date_hierarchy = "connected_at"

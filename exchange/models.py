@@ -14,12 +14,10 @@ import pgtrigger
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import F, Q
-from django.db.models.functions import Now
+from django.db.models.functions import Length, Now
 
 from dex.db import (
     ADDRESS_REGEX,
-    HASH_REGEX,
-    SIGNATURE_REGEX,
     AddressField,
     AmountField,
     CreatedAtField,
@@ -401,6 +399,48 @@ class ApiKey(models.Model):
 
 
 # --------------------------------------------------------------------------------------
+# Triggers for the rows the matcher writes thousands of a second
+# --------------------------------------------------------------------------------------
+#
+# A row trigger's PL/pgSQL function costs PostgreSQL tens of microseconds a call (pgtrigger
+# also checks its ignore list in each); a trigger's WHEN clause is evaluated in C. These
+# put the rule in the WHEN clause, so the function runs only to refuse.
+
+
+def status_machine(*, field: str, transitions: list[tuple[str, str]]) -> pgtrigger.Trigger:
+    """The rule of ``pgtrigger.FSM`` (a changed ``field`` must make one of
+    ``transitions``, same error), checked in the trigger's WHEN clause."""
+    allowed = ", ".join(f"'{before}:{after}'" for before, after in transitions)
+    old, new = f'OLD."{field}"', f'NEW."{field}"'
+    return pgtrigger.Trigger(
+        name="status_transitions",
+        when=pgtrigger.Before,
+        operation=pgtrigger.Update,
+        condition=pgtrigger.Condition(
+            f"{old} IS DISTINCT FROM {new}"
+            f" AND concat({old}, ':', {new}) <> ALL (ARRAY[{allowed}]::text[])"
+        ),
+        func=(
+            f'RAISE EXCEPTION \'pgtrigger: Invalid transition of field "{field}" from'
+            f' "%" to "%" on table %\', {old}, {new}, TG_TABLE_NAME; RETURN NULL;'
+        ),
+    )
+
+
+def updated_at_stamp() -> pgtrigger.Trigger:
+    """``dex.db.updated_at_trigger``, skipped when the UPDATE already wrote ``now()``
+    there itself (as the matcher and the posting trigger do): the column ends up the
+    same either way."""
+    return pgtrigger.Trigger(
+        name="set_updated_at",
+        when=pgtrigger.Before,
+        operation=pgtrigger.Update,
+        condition=pgtrigger.Condition("NEW.updated_at IS DISTINCT FROM now()"),
+        func="NEW.updated_at := now(); RETURN NEW;",
+    )
+
+
+# --------------------------------------------------------------------------------------
 # Orders and the matcher's journal
 # --------------------------------------------------------------------------------------
 
@@ -439,6 +479,20 @@ RETURN NULL;
 """
 
 
+_HEX_REGEX = r"^0x[0-9a-f]+$"  # with a length: HASH_REGEX, SIGNATURE_REGEX (dex.db)
+
+# The order's id joins the old and new rows: it is read-only (identity_read_only).
+_STATUS_HISTORY_INSERT_CHANGED = """
+INSERT INTO exchange_orderstatushistory
+    (order_id, from_status, to_status, filled, remaining, sequence, reason, changed_at)
+SELECT n.id, o.status, n.status, n.filled, n.remaining, n.sequence, n.reason, clock_timestamp()
+  FROM new_orders n JOIN old_orders o ON o.id = n.id
+ WHERE o.status IS DISTINCT FROM n.status
+ ORDER BY n.id;
+RETURN NULL;
+"""
+
+
 class Order(models.Model):
     """An order as signed by the trader (EIP-712) and as the matcher has worked it.
 
@@ -448,7 +502,11 @@ class Order(models.Model):
     ``filled``. ``sequence`` is the matcher's time priority within the market.
     """
 
-    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="orders")
+    # Indexed by order_unique_nonce (account, nonce) and order_account_recent_idx: a
+    # separate index of the foreign key would only slow every write of an order.
+    account = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="orders", db_index=False
+    )
     market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="orders")
     client_order_id = models.CharField(max_length=64)
     side = models.CharField(max_length=4, choices=Side.choices)
@@ -509,8 +567,13 @@ class Order(models.Model):
                 condition=Q(sequence__isnull=False),
                 name="order_unique_sequence",
             ),
+            # PostgreSQL checks every CHECK on every UPDATE, and a bounded repetition
+            # ({64}, {130}) costs it tens of microseconds per row; the matcher updates
+            # thousands of orders a second. These say the same with an unbounded class
+            # and a length.
             models.CheckConstraint(
-                condition=Q(client_order_id__regex=r"^[A-Za-z0-9_.:-]{1,64}$"),
+                condition=Q(client_order_id__regex=r"^[A-Za-z0-9_.:-]+$")
+                & models.lookups.LessThanOrEqual(Length("client_order_id"), 64),
                 name="order_client_order_id_format",
             ),
             # Size: a base quantity, or (market buys only) a quote amount to spend.
@@ -658,10 +721,14 @@ class Order(models.Model):
             ),
             models.CheckConstraint(condition=Q(nonce__gte=0), name="order_nonce_non_negative"),
             models.CheckConstraint(
-                condition=Q(order_hash__regex=HASH_REGEX), name="order_hash_format"
+                condition=Q(order_hash__regex=_HEX_REGEX)
+                & models.lookups.Exact(Length("order_hash"), len("0x") + 64),
+                name="order_hash_format",
             ),
             models.CheckConstraint(
-                condition=Q(signature__regex=SIGNATURE_REGEX), name="order_signature_format"
+                condition=Q(signature__regex=_HEX_REGEX)
+                & models.lookups.Exact(Length("signature"), len("0x") + 130),
+                name="order_signature_format",
             ),
         ]
         indexes = [
@@ -679,10 +746,8 @@ class Order(models.Model):
             ),
         ]
         triggers = [
-            updated_at_trigger(),
-            pgtrigger.FSM(
-                name="status_transitions", field="status", transitions=ORDER_STATUS_TRANSITIONS
-            ),
+            updated_at_stamp(),
+            status_machine(field="status", transitions=ORDER_STATUS_TRANSITIONS),
             created_as_trigger("PENDING", "orders"),
             pgtrigger.Trigger(
                 name="on_market_grid",
@@ -698,16 +763,20 @@ class Order(models.Model):
                 operation=pgtrigger.Insert,
                 func=_STATUS_HISTORY_INSERT.format(from_status="NULL"),
             ),
+            # Once per statement, not per row: the matcher moves hundreds of orders in
+            # one UPDATE, and one INSERT ... SELECT records all their changes.
             pgtrigger.Trigger(
                 name="history_on_status_change",
+                level=pgtrigger.Statement,
                 when=pgtrigger.After,
                 operation=pgtrigger.Update,
-                condition=pgtrigger.Condition("OLD.status IS DISTINCT FROM NEW.status"),
-                func=_STATUS_HISTORY_INSERT.format(from_status="OLD.status"),
+                referencing=pgtrigger.Referencing(old="old_orders", new="new_orders"),
+                func=_STATUS_HISTORY_INSERT_CHANGED,
             ),
             pgtrigger.ReadOnly(
                 name="identity_read_only",
                 fields=[
+                    "id",
                     "account",
                     "market",
                     "client_order_id",
@@ -743,7 +812,9 @@ class OrderStatusHistory(models.Model):
     """Every status an order has had, written by a trigger on ``Order`` (so no code path
     can change a status without leaving a row here). Append-only."""
 
-    order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="status_history")
+    order = models.ForeignKey(  # indexed by orderstatushistory_order_idx (order, id)
+        Order, on_delete=models.PROTECT, related_name="status_history", db_index=False
+    )
     # NULL, not "", on the row that records the order's creation: it had no status.
     from_status = models.CharField(  # noqa: DJ001
         max_length=16, choices=OrderStatus.choices, null=True
@@ -834,10 +905,8 @@ class OrderCommand(models.Model):
         ]
         triggers = [
             created_as_trigger("PENDING", "commands"),
-            pgtrigger.FSM(
-                name="status_transitions",
-                field="status",
-                transitions=[(CommandStatus.PENDING, CommandStatus.DONE)],
+            status_machine(
+                field="status", transitions=[(CommandStatus.PENDING, CommandStatus.DONE)]
             ),
             # Wakes the matcher as the writing transaction commits (NOTIFY is
             # transactional: a rolled-back command wakes nobody). The matcher also polls,
@@ -863,25 +932,36 @@ class OrderCommand(models.Model):
 # Trades
 # --------------------------------------------------------------------------------------
 
+# Once per INSERT statement over all its trades (the matcher writes a batch's in one):
+# one pass, each trade's two orders by primary key.
 _TRADE_PARTIES_CHECK = """
-    SELECT market_id, account_id, side INTO maker FROM exchange_order WHERE id = NEW.maker_order_id;
-    SELECT market_id, account_id, side INTO taker FROM exchange_order WHERE id = NEW.taker_order_id;
-    IF maker.market_id <> NEW.market_id OR taker.market_id <> NEW.market_id THEN
-        RAISE EXCEPTION 'trade % joins orders from another market', NEW.id
+    SELECT t.id,
+           m.market_id <> t.market_id OR k.market_id <> t.market_id,
+           k.side <> t.aggressor_side OR m.side = k.side
+      INTO bad, other_market, sides
+      FROM new_trades t
+      JOIN LATERAL (SELECT market_id, account_id, side FROM exchange_order
+                     WHERE id = t.maker_order_id) m ON true
+      JOIN LATERAL (SELECT market_id, account_id, side FROM exchange_order
+                     WHERE id = t.taker_order_id) k ON true
+     WHERE m.market_id <> t.market_id OR k.market_id <> t.market_id
+        OR k.side <> t.aggressor_side OR m.side = k.side
+        OR (t.aggressor_side = 'BUY'
+            AND (t.buyer_id <> k.account_id OR t.seller_id <> m.account_id))
+        OR (t.aggressor_side = 'SELL'
+            AND (t.seller_id <> k.account_id OR t.buyer_id <> m.account_id))
+     LIMIT 1;
+    IF NOT FOUND THEN
+        RETURN NULL;
+    ELSIF other_market THEN
+        RAISE EXCEPTION 'trade % joins orders from another market', bad
+            USING ERRCODE = 'check_violation';
+    ELSIF sides THEN
+        RAISE EXCEPTION 'trade % sides disagree with its orders', bad
             USING ERRCODE = 'check_violation';
     END IF;
-    IF taker.side <> NEW.aggressor_side OR maker.side = taker.side THEN
-        RAISE EXCEPTION 'trade % sides disagree with its orders', NEW.id
-            USING ERRCODE = 'check_violation';
-    END IF;
-    IF (NEW.aggressor_side = 'BUY'
-            AND (NEW.buyer_id <> taker.account_id OR NEW.seller_id <> maker.account_id))
-       OR (NEW.aggressor_side = 'SELL'
-            AND (NEW.seller_id <> taker.account_id OR NEW.buyer_id <> maker.account_id)) THEN
-        RAISE EXCEPTION 'trade % buyer/seller disagree with its orders'' accounts', NEW.id
-            USING ERRCODE = 'check_violation';
-    END IF;
-    RETURN NEW;
+    RAISE EXCEPTION 'trade % buyer/seller disagree with its orders'' accounts', bad
+        USING ERRCODE = 'check_violation';
 """
 
 
@@ -890,12 +970,24 @@ class Trade(models.Model):
     price. Immutable once written, apart from its settlement columns. Fees are charged
     in the quote asset; a negative maker fee is a rebate."""
 
-    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="trades")
+    # Every foreign key leads one of the indexes in Meta, which serve its lookups: the
+    # foreign keys' own indexes would only slow the matcher's inserts.
+    market = models.ForeignKey(
+        Market, on_delete=models.PROTECT, related_name="trades", db_index=False
+    )
     sequence = models.BigIntegerField(help_text="Per-market trade number, gap-free.")
-    maker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="maker_trades")
-    taker_order = models.ForeignKey(Order, on_delete=models.PROTECT, related_name="taker_trades")
-    buyer = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="buys")
-    seller = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="sells")
+    maker_order = models.ForeignKey(
+        Order, on_delete=models.PROTECT, related_name="maker_trades", db_index=False
+    )
+    taker_order = models.ForeignKey(
+        Order, on_delete=models.PROTECT, related_name="taker_trades", db_index=False
+    )
+    buyer = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="buys", db_index=False
+    )
+    seller = models.ForeignKey(
+        Account, on_delete=models.PROTECT, related_name="sells", db_index=False
+    )
     aggressor_side = models.CharField(max_length=4, choices=Side.choices)
     price = PriceField()
     quantity = AmountField()
@@ -972,9 +1064,11 @@ class Trade(models.Model):
             ),
             pgtrigger.Trigger(
                 name="parties_match_orders",
-                when=pgtrigger.Before,
+                level=pgtrigger.Statement,
+                when=pgtrigger.After,
                 operation=pgtrigger.Insert,
-                declare=[("maker", "RECORD"), ("taker", "RECORD")],
+                referencing=pgtrigger.Referencing(new="new_trades"),
+                declare=[("bad", "BIGINT"), ("other_market", "BOOLEAN"), ("sides", "BOOLEAN")],
                 func=_TRADE_PARTIES_CHECK,
             ),
         ]
@@ -1037,9 +1131,203 @@ class OrderBookSnapshot(models.Model):
                 | Q(high_24h__gte=F("low_24h")),
                 name="orderbooksnapshot_high_above_low",
             ),
+            # The periodic task stamps ``taken_at`` with the start of its period, so a
+            # retried or repeated run of the same period writes nothing. Its index also
+            # serves the latest-first reads (a B-tree is read backwards as well).
+            models.UniqueConstraint(fields=["market", "taken_at"], name="obsnapshot_unique_period"),
         ]
-        indexes = [models.Index(fields=["market", "-taken_at"], name="obsnapshot_market_time_idx")]
         triggers = [pgtrigger.Protect(name="protect_update", operation=pgtrigger.Update)]
 
     def __str__(self) -> str:
         return f"{self.market_id} @ {self.taken_at:%Y-%m-%d %H:%M:%S}"
+
+
+class CandleInterval(models.TextChoices):
+    M1 = "1m"
+    M5 = "5m"
+    H1 = "1h"
+    D1 = "1d"
+
+
+class Candle(models.Model):
+    """OHLCV of one market over one interval bucket (aligned on the Unix epoch, so a day
+    starts at 00:00 UTC), rolled up from the trades by a periodic task.
+
+    The trades are the record; a candle is derived from them and re-derived the same
+    way every time, so the roll-up upserts and a bucket is only rewritten when a trade
+    it had not seen yet has arrived.
+    """
+
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="candles")
+    interval = models.CharField(max_length=3, choices=CandleInterval.choices)
+    open_time = models.DateTimeField()
+    close_time = models.DateTimeField()
+    open = PriceField()
+    high = PriceField()
+    low = PriceField()
+    close = PriceField()
+    volume = AmountField()
+    quote_volume = AmountField()
+    trade_count = models.PositiveIntegerField()
+    first_sequence = models.BigIntegerField(help_text="The bucket's first trade.")
+    last_sequence = models.BigIntegerField(help_text="The bucket's last trade.")
+    updated_at = UpdatedAtField()
+
+    class Meta:
+        ordering = ["market", "interval", "-open_time"]
+        constraints = [
+            # Serves the (market, interval, time range) reads too.
+            models.UniqueConstraint(
+                fields=["market", "interval", "open_time"], name="candle_unique_bucket"
+            ),
+            models.CheckConstraint(
+                condition=Q(close_time__gt=F("open_time")), name="candle_close_after_open"
+            ),
+            models.CheckConstraint(
+                condition=Q(low__gt=0, high__gte=F("low"))
+                & Q(open__gte=F("low"), open__lte=F("high"))
+                & Q(close__gte=F("low"), close__lte=F("high")),
+                name="candle_prices_within_range",
+            ),
+            models.CheckConstraint(
+                condition=Q(volume__gt=0, quote_volume__gt=0, trade_count__gt=0)
+                & Q(last_sequence__gte=F("first_sequence")),
+                name="candle_has_trades",
+            ),
+        ]
+        triggers = [
+            updated_at_trigger(),
+            pgtrigger.ReadOnly(
+                name="bucket_read_only", fields=["market", "interval", "open_time", "close_time"]
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.market_id} {self.interval} @ {self.open_time:%Y-%m-%d %H:%M}"
+
+
+class OrderArchive(models.Model):
+    """A copy of an order that finished long ago, taken by the archiving task.
+
+    ``exchange_order`` stays the system of record and keeps every row: trades, hold
+    postings, ledger transactions, the command journal and the status history all
+    reference orders by foreign key, are append-only by trigger, and an order is never
+    deleted (``protect_delete``). Removing the order row would mean rewriting or
+    deleting history, which the platform refuses. So archiving copies the finished
+    order here in full, once, in one ``INSERT … SELECT``; readers of old history (the
+    reports, an export to cold storage, a later detach of this table to a cheaper
+    tablespace) read the archive, and the hot table's live-order indexes are partial
+    (live statuses only) so finished orders never slow the matcher.
+
+    Same columns as ``Order`` (checked by a test), plus when it was archived.
+    """
+
+    order = models.OneToOneField(
+        Order, on_delete=models.PROTECT, primary_key=True, related_name="archive"
+    )
+    account_id = models.BigIntegerField()
+    market_id = models.BigIntegerField()
+    client_order_id = models.CharField(max_length=64)
+    side = models.CharField(max_length=4, choices=Side.choices)
+    type = models.CharField(max_length=20, choices=OrderType.choices)
+    time_in_force = models.CharField(max_length=3, choices=TimeInForce.choices)
+    post_only = models.BooleanField()
+    self_trade_prevention = models.CharField(max_length=12, choices=SelfTradePrevention.choices)
+    price = PriceField(null=True)
+    stop_price = PriceField(null=True)
+    quantity = AmountField(null=True)
+    quote_quantity = AmountField(null=True)
+    display_quantity = AmountField(null=True)
+    protection_price = PriceField(null=True)
+    maker_fee_rate = RateField()
+    taker_fee_rate = RateField()
+    filled = AmountField()
+    remaining = AmountField(null=True)
+    filled_quote = AmountField()
+    average_price = PriceField(null=True)
+    status = models.CharField(max_length=16, choices=OrderStatus.choices)
+    reason = models.CharField(max_length=64, blank=True)
+    nonce = models.DecimalField(max_digits=78, decimal_places=0)
+    signature = models.CharField(max_length=132)
+    order_hash = HashField()
+    expires_at = models.DateTimeField(null=True)
+    sequence = models.BigIntegerField(null=True)
+    metadata = models.JSONField(default=dict)
+    created_at = models.DateTimeField()
+    updated_at = models.DateTimeField()
+    accepted_at = models.DateTimeField(null=True)
+    done_at = models.DateTimeField()
+    archived_at = models.DateTimeField(db_default=Now())
+
+    class Meta:
+        ordering = ["-done_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(status__in=TERMINAL_STATUSES), name="orderarchive_terminal_only"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["account_id", "-created_at"], name="orderarchive_account_idx"),
+            models.Index(fields=["done_at"], name="orderarchive_done_idx"),
+        ]
+        triggers = append_only_triggers()
+
+    def __str__(self) -> str:
+        return f"archived #{self.order_id} {self.status}"
+
+
+# --------------------------------------------------------------------------------------
+# WebSocket connections (monitoring)
+# --------------------------------------------------------------------------------------
+
+
+class WebSocketConnection(models.Model):
+    """One WebSocket stream connection, for monitoring: who, from where, what it
+    watched and how much it exchanged.
+
+    Written when the connection opens and when it closes, and in between at most every
+    ``WS_CONNECTION_FLUSH_SECONDS`` while something changed — never once per message. A
+    row whose web process died keeps ``disconnected_at`` empty; ``last_seen_at`` says
+    when it was last known alive.
+    """
+
+    connection_id = models.UUIDField(unique=True, editable=False)
+    account = models.ForeignKey(
+        Account, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    subscriptions = ArrayField(models.CharField(max_length=64), default=list, blank=True)
+    client_address = models.GenericIPAddressField(null=True, blank=True)
+    user_agent = models.CharField(max_length=256, blank=True)
+    connected_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField()
+    disconnected_at = models.DateTimeField(null=True, blank=True)
+    close_code = models.PositiveIntegerField(null=True, blank=True)
+    messages_sent = models.PositiveBigIntegerField(default=0)
+    messages_received = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        ordering = ["-connected_at"]
+        verbose_name = "WebSocket connection"
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(last_seen_at__gte=F("connected_at")),
+                name="wsconnection_seen_after_connected",
+            ),
+            models.CheckConstraint(
+                condition=Q(disconnected_at__isnull=True)
+                | Q(disconnected_at__gte=F("connected_at")),
+                name="wsconnection_disconnected_after_connected",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["-connected_at"], name="wsconnection_connected_idx"),
+            models.Index(fields=["account", "-connected_at"], name="wsconnection_account_idx"),
+            models.Index(
+                fields=["last_seen_at"],
+                name="wsconnection_open_idx",
+                condition=Q(disconnected_at__isnull=True),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return str(self.connection_id)

@@ -22,11 +22,10 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from eth_account.signers.local import LocalAccount
-from eth_utils import keccak
 
 from exchange.models import (
     TERMINAL_STATUSES,
@@ -40,7 +39,14 @@ from exchange.models import (
     Trade,
 )
 from exchange.services.demo import DEMO_TRADERS, demo_wallet
-from exchange.services.orders import OrderRejected, OrderRequest, order_cancel, order_place
+from exchange.services.orders import (
+    OrderRejected,
+    OrderRequest,
+    order_cancel,
+    order_fields,
+    order_place_signed,
+)
+from exchange.signing import sign_order
 
 MAKER_INDEX = 1  # the demo market maker; every other demo trader takes
 # Where a market with no trades and no book starts, by base asset.
@@ -385,20 +391,19 @@ class Simulator:
 
     def _place(self, trader: Trader, market: Market, **fields) -> Order | None:
         self._count += 1
-        client_order_id = f"sim-{self.run_id}-{self._count}"
-        nonce = self._nonce()
-        order_hash = keccak(
-            text=f"{trader.account.wallet_address}:{market.symbol}:{client_order_id}:{nonce}"
-        )
         request = OrderRequest(
-            client_order_id=client_order_id,
-            nonce=nonce,
-            order_hash="0x" + order_hash.hex(),
-            signature="0x" + bytes(trader.wallet.unsafe_sign_hash(order_hash).signature).hex(),
+            client_order_id=f"sim-{self.run_id}-{self._count}",
+            nonce=self._nonce(),
+            order_hash="",
+            signature="",
             **fields,
         )
+        # Signed by the trader's wallet, exactly as a client of the API signs.
+        fields_signed = order_fields(account=trader.account, market=market, request=request)
+        order_hash, signature = sign_order(trader.wallet.key, fields_signed)
+        request = replace(request, order_hash=order_hash, signature=signature)
         try:
-            order = order_place(account=trader.account, market=market, request=request)
+            order = order_place_signed(account=trader.account, market=market, request=request).order
         except OrderRejected as exc:
             self.stats.rejected[exc.code] += 1
             return None

@@ -14,7 +14,10 @@ from portfolio.models import (
     LedgerAccount,
     LedgerAdjustment,
     LedgerTransaction,
+    PortfolioSnapshot,
+    Position,
     Posting,
+    TradingStats,
     VaultOperation,
     VaultOperationStatus,
     WithdrawalLimit,
@@ -209,3 +212,67 @@ class LedgerAdjustmentAdmin(admin.ModelAdmin):
                 self.message_user(request, f"#{adjustment.pk}: {exc}", messages.ERROR)
             else:
                 self.message_user(request, f"Adjustment {adjustment.pk} decided.")
+
+
+@admin.register(Position)
+class PositionAdmin(ReadOnlyAdmin):
+    """Moved only by settled trades (``positions_apply``)."""
+
+    list_display = [
+        "account",
+        "asset",
+        "quote",
+        "quantity",
+        "average_entry_price",
+        "cost_basis",
+        "realized_pnl",
+        "fees_paid",
+        "trade_count",
+        "updated_at",
+    ]
+    list_filter = ["asset", "quote"]
+    search_fields = ["account__wallet_address", "account__label"]
+    list_select_related = ["account", "asset", "quote"]
+
+
+@admin.register(TradingStats)
+class TradingStatsAdmin(ReadOnlyAdmin):
+    list_display = [
+        "account",
+        "market",
+        "day",
+        "buy_volume",
+        "sell_volume",
+        "quote_volume",
+        "trade_count",
+        "maker_count",
+        "taker_count",
+        "fees_paid",
+        "realized_pnl",
+    ]
+    list_filter = ["market", "day"]
+    search_fields = ["account__wallet_address", "account__label"]
+    list_select_related = ["account", "market"]
+    date_hierarchy = "day"
+    show_full_result_count = False
+
+
+@admin.register(PortfolioSnapshot)
+class PortfolioSnapshotAdmin(ReadOnlyAdmin):
+    list_display = [
+        "account",
+        "kind",
+        "period_start",
+        "period_end",
+        "quote",
+        "total_value",
+        "net_flows",
+        "realized_pnl",
+        "unrealized_pnl",
+        "taken_at",
+    ]
+    list_filter = ["kind", "quote"]
+    search_fields = ["account__wallet_address", "account__label"]
+    list_select_related = ["account", "quote"]
+    date_hierarchy = "period_start"
+    show_full_result_count = False

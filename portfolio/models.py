@@ -6,18 +6,24 @@
 - ``LedgerTransaction`` — one economic event (a deposit, a hold, a fill, …), with
   an idempotency key so that a retried call posts once.
 - ``Posting`` — a signed amount on one ledger account. A transaction's postings sum
-  to zero per asset; PostgreSQL checks it at commit (a deferred constraint trigger).
+  to zero per asset; PostgreSQL checks it at commit (a deferred constraint trigger,
+  one per INSERT statement through ``LedgerCheck``).
 
 A ledger account's ``balance`` is the sum of its postings, kept by a statement-level
 trigger on ``Posting`` and writable by nothing else, so it cannot drift. Trader
 balances (and fee revenue) can never go negative; the vault's can never go positive
 (it is the contra side of every deposit).
+
+Beside the ledger, derived from the trades as they settle: ``Position`` (a trader's
+inventory of an asset, its average cost and realized P&L) and ``TradingStats`` (a
+trader's volumes, fees and P&L per market and UTC day).
 """
 
 from __future__ import annotations
 
 import pgtrigger
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import F, Q
 
@@ -25,12 +31,13 @@ from dex.db import (
     AmountField,
     CreatedAtField,
     HashField,
+    PriceField,
     RateField,
     UpdatedAtField,
     append_only_triggers,
     updated_at_trigger,
 )
-from exchange.models import Account, Asset, Market, Order, Trade
+from exchange.models import Account, Asset, Market, Order, Trade, updated_at_stamp
 
 
 class LedgerAccountKind(models.TextChoices):
@@ -85,7 +92,7 @@ class LedgerAccount(models.Model):
             ),
         ]
         triggers = [
-            updated_at_trigger(),
+            updated_at_stamp(),
             pgtrigger.ReadOnly(
                 name="identity_read_only", fields=["kind", "asset", "owner", "market"]
             ),
@@ -126,21 +133,37 @@ class TransactionKind(models.TextChoices):
     ADJUSTMENT = "ADJUSTMENT"
 
 
-_TRANSACTION_BALANCES = """
-    IF NOT EXISTS (SELECT 1 FROM portfolio_posting WHERE transaction_id = NEW.id) THEN
-        RAISE EXCEPTION 'ledger transaction % has no postings', NEW.id
+# Each INSERT statement on ledger transactions queues one balance check for all the rows
+# it wrote (a constraint trigger must be per row, so the statement leaves one row in
+# ``LedgerCheck`` and the check is deferred on that row): a matcher batch of hundreds of
+# ledger transactions costs one check at commit, not one per transaction.
+_TRANSACTIONS_QUEUE_CHECK = """
+    INSERT INTO portfolio_ledgercheck (transaction_ids)
+    SELECT array_agg(id) FROM new_transactions HAVING count(*) > 0;
+    RETURN NULL;
+"""
+
+_TRANSACTIONS_BALANCE = """
+    SELECT t.id INTO unbalanced_id
+      FROM unnest(NEW.transaction_ids) AS t(id)
+     WHERE NOT EXISTS (SELECT 1 FROM portfolio_posting p WHERE p.transaction_id = t.id)
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION 'ledger transaction % has no postings', unbalanced_id
             USING ERRCODE = 'check_violation';
     END IF;
-    SELECT a.asset_id, sum(p.amount) INTO unbalanced_asset, unbalanced_sum
+    SELECT p.transaction_id, a.asset_id, sum(p.amount)
+      INTO unbalanced_id, unbalanced_asset, unbalanced_sum
       FROM portfolio_posting p JOIN portfolio_ledgeraccount a ON a.id = p.ledger_account_id
-     WHERE p.transaction_id = NEW.id
-     GROUP BY a.asset_id
+     WHERE p.transaction_id = ANY (NEW.transaction_ids)
+     GROUP BY p.transaction_id, a.asset_id
     HAVING sum(p.amount) <> 0
      LIMIT 1;
     IF FOUND THEN
         RAISE EXCEPTION 'ledger transaction % does not balance: asset % is off by %',
-            NEW.id, unbalanced_asset, unbalanced_sum USING ERRCODE = 'check_violation';
+            unbalanced_id, unbalanced_asset, unbalanced_sum USING ERRCODE = 'check_violation';
     END IF;
+    DELETE FROM portfolio_ledgercheck WHERE id = NEW.id;
     RETURN NULL;
 """
 
@@ -149,11 +172,22 @@ class LedgerTransaction(models.Model):
     kind = models.CharField(max_length=20, choices=TransactionKind.choices)
     idempotency_key = models.CharField(max_length=128, unique=True)
     description = models.CharField(max_length=255, blank=True)
+    # Indexed in Meta (ledgertxn_order_idx, ledgertxn_trade_idx), not twice.
     order = models.ForeignKey(
-        Order, on_delete=models.PROTECT, null=True, blank=True, related_name="ledger_transactions"
+        Order,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="ledger_transactions",
+        db_index=False,
     )
     trade = models.ForeignKey(
-        Trade, on_delete=models.PROTECT, null=True, blank=True, related_name="ledger_transactions"
+        Trade,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="ledger_transactions",
+        db_index=False,
     )
     vault_operation = models.ForeignKey(
         "VaultOperation",
@@ -186,17 +220,52 @@ class LedgerTransaction(models.Model):
         triggers = [
             *append_only_triggers(),
             pgtrigger.Trigger(
-                name="postings_balance_at_commit",
+                name="queue_balance_check",
+                level=pgtrigger.Statement,
                 when=pgtrigger.After,
                 operation=pgtrigger.Insert,
-                timing=pgtrigger.Deferred,
-                declare=[("unbalanced_asset", "BIGINT"), ("unbalanced_sum", "NUMERIC")],
-                func=_TRANSACTION_BALANCES,
+                referencing=pgtrigger.Referencing(new="new_transactions"),
+                func=_TRANSACTIONS_QUEUE_CHECK,
             ),
         ]
 
     def __str__(self) -> str:
         return f"{self.kind} #{self.pk}"
+
+
+class LedgerCheck(models.Model):
+    """The ledger transactions one INSERT statement wrote, whose postings PostgreSQL
+    checks at commit: each must have postings, and they must sum to zero per asset.
+    The check deletes its row once it passes; a client can neither delete nor change
+    one, so a queued check cannot be dodged."""
+
+    transaction_ids = ArrayField(models.BigIntegerField())
+
+    class Meta:
+        triggers = [
+            pgtrigger.Trigger(
+                name="postings_balance_at_commit",
+                when=pgtrigger.After,
+                operation=pgtrigger.Insert,
+                timing=pgtrigger.Deferred,
+                declare=[
+                    ("unbalanced_id", "BIGINT"),
+                    ("unbalanced_asset", "BIGINT"),
+                    ("unbalanced_sum", "NUMERIC"),
+                ],
+                func=_TRANSACTIONS_BALANCE,
+            ),
+            pgtrigger.Protect(name="protect_update", operation=pgtrigger.Update),
+            # In a WHEN clause pg_trigger_depth() is the caller's: 0 for a client.
+            pgtrigger.Protect(
+                name="protect_delete",
+                operation=pgtrigger.Delete,
+                condition=pgtrigger.Condition("pg_trigger_depth() = 0"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"check of {len(self.transaction_ids)} ledger transactions"
 
 
 _POSTINGS_APPLY = """
@@ -219,7 +288,7 @@ _POSTINGS_APPLY = """
             USING ERRCODE = 'check_violation';
     END IF;
     UPDATE portfolio_ledgeraccount a
-       SET balance = a.balance + d.delta
+       SET balance = a.balance + d.delta, updated_at = now()
       FROM (SELECT ledger_account_id, sum(amount) AS delta
               FROM new_postings GROUP BY ledger_account_id) d
      WHERE a.id = d.ledger_account_id;
@@ -232,15 +301,22 @@ class Posting(models.Model):
     reserves funds for (or releases them from), so each order's hold is the sum of its
     postings and can be checked against what the order could still cost."""
 
+    # The indexes in Meta serve the foreign keys' lookups; their own would only slow
+    # every posting.
     transaction = models.ForeignKey(
-        LedgerTransaction, on_delete=models.PROTECT, related_name="postings"
+        LedgerTransaction, on_delete=models.PROTECT, related_name="postings", db_index=False
     )
     ledger_account = models.ForeignKey(
-        LedgerAccount, on_delete=models.PROTECT, related_name="postings"
+        LedgerAccount, on_delete=models.PROTECT, related_name="postings", db_index=False
     )
     amount = AmountField()
     order = models.ForeignKey(
-        Order, on_delete=models.PROTECT, null=True, blank=True, related_name="hold_postings"
+        Order,
+        on_delete=models.PROTECT,
+        null=True,
+        blank=True,
+        related_name="hold_postings",
+        db_index=False,
     )
     created_at = CreatedAtField()
 
@@ -550,3 +626,226 @@ class LedgerAdjustment(models.Model):
 
     def __str__(self) -> str:
         return f"{self.amount:+} {self.asset_id} for {self.account_id} ({self.status})"
+
+
+# --------------------------------------------------------------------------------------
+# Positions and trading statistics
+# --------------------------------------------------------------------------------------
+
+
+class Position(models.Model):
+    """A trader's spot inventory of one asset as their trades built it, with its cost in
+    the quote asset of the market it trades in (one row per account, asset and quote: on
+    a venue whose markets are all quoted in USDC, one per account and asset).
+
+    Written only by ``portfolio.services.positions.positions_apply``, in the transaction
+    that settles the trades (the matcher's batch), never by a job that could fall behind.
+
+    Accounting (average cost):
+
+    - ``quantity`` is the base bought minus the base sold through trades, plus
+      ``excess_sold``: deposits do not enter a position, so a sale of more than the
+      position holds sells inventory whose cost the venue never saw. That excess closes
+      the position to zero and is realized at no gain or loss (its proceeds are taken
+      as its cost); ``excess_sold`` counts it so that the quantity stays checkable
+      against the trades (``ledger_check``).
+    - ``cost_basis`` is what the held quantity cost, in quote, **fees excluded**. A buy
+      adds its notional; a sale releases the sold share of the basis,
+      ``cost_basis × sold / quantity`` (all of it on a full exit). ``cost_basis`` is the
+      authoritative figure; ``average_entry_price`` is ``cost_basis / quantity``
+      rounded to the price's 8 places, for display.
+    - ``fees_paid``: every fee paid on the position's trades, buys and sells (negative
+      for net maker rebates), in quote. Fees never enter the cost basis.
+    - ``realized_pnl`` is **net of fees**: sale proceeds minus the basis they release,
+      minus every fee paid, when it is paid (gross = ``realized_pnl + fees_paid``).
+
+    So that, at any mark, realized P&L + (``quantity × mark − cost_basis``) is exactly
+    the change in the value of what the trades moved (the quote paid and received, fees
+    included, and the base at the mark): no rounding escapes, because whatever basis a
+    sale does not release stays in ``cost_basis``.
+    """
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="positions")
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="positions")
+    quote = models.ForeignKey(
+        Asset,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="The asset cost, P&L and fees are counted in.",
+    )
+    quantity = AmountField(default=0)
+    average_entry_price = PriceField(default=0)
+    cost_basis = AmountField(default=0)
+    realized_pnl = AmountField(default=0)
+    fees_paid = AmountField(default=0)
+    excess_sold = AmountField(
+        default=0, help_text="Base sold beyond the position: inventory of unknown cost."
+    )
+    trade_count = models.PositiveBigIntegerField(default=0)
+    created_at = CreatedAtField()
+    updated_at = UpdatedAtField()
+
+    class Meta:
+        ordering = ["account", "asset", "quote"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "asset", "quote"], name="position_unique_account_asset"
+            ),
+            models.CheckConstraint(condition=~Q(asset=F("quote")), name="position_asset_not_quote"),
+            models.CheckConstraint(
+                condition=Q(
+                    quantity__gte=0,
+                    cost_basis__gte=0,
+                    average_entry_price__gte=0,
+                    excess_sold__gte=0,
+                ),
+                name="position_spot_non_negative",
+            ),
+            # Nothing held costs nothing.
+            models.CheckConstraint(
+                condition=~Q(quantity=0) | Q(cost_basis=0, average_entry_price=0),
+                name="position_flat_has_no_cost",
+            ),
+        ]
+        triggers = [
+            updated_at_stamp(),
+            pgtrigger.ReadOnly(name="identity_read_only", fields=["account", "asset", "quote"]),
+            pgtrigger.Protect(name="protect_delete", operation=pgtrigger.Delete),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} of asset {self.asset_id} for account {self.account_id}"
+
+
+class TradingStats(models.Model):
+    """One trader's trading in one market on one UTC day, added to by every settled
+    trade in the same transaction (``positions_apply``). Volumes are in the base asset
+    (``*_volume``) and in the quote (``*_quote_volume``); ``realized_pnl`` is the
+    position's realized P&L (net of fees, see ``Position``) booked by that day's trades
+    in this market."""
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="trading_stats")
+    market = models.ForeignKey(Market, on_delete=models.PROTECT, related_name="trading_stats")
+    day = models.DateField(help_text="UTC date of the trades.")
+    buy_volume = AmountField(default=0)
+    sell_volume = AmountField(default=0)
+    buy_quote_volume = AmountField(default=0)
+    sell_quote_volume = AmountField(default=0)
+    volume = models.GeneratedField(
+        expression=F("buy_volume") + F("sell_volume"),
+        output_field=AmountField(),
+        db_persist=True,
+    )
+    quote_volume = models.GeneratedField(
+        expression=F("buy_quote_volume") + F("sell_quote_volume"),
+        output_field=AmountField(),
+        db_persist=True,
+    )
+    trade_count = models.PositiveIntegerField(default=0)
+    maker_count = models.PositiveIntegerField(default=0)
+    taker_count = models.PositiveIntegerField(default=0)
+    maker_quote_volume = AmountField(default=0)
+    taker_quote_volume = AmountField(default=0)
+    fees_paid = AmountField(default=0)
+    realized_pnl = AmountField(default=0)
+    updated_at = UpdatedAtField()
+
+    class Meta:
+        ordering = ["account", "market", "-day"]
+        verbose_name_plural = "trading stats"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["account", "market", "day"], name="tradingstats_unique_day"
+            ),
+            models.CheckConstraint(
+                condition=Q(
+                    buy_volume__gte=0,
+                    sell_volume__gte=0,
+                    buy_quote_volume__gte=0,
+                    sell_quote_volume__gte=0,
+                    maker_quote_volume__gte=0,
+                    taker_quote_volume__gte=0,
+                ),
+                name="tradingstats_volumes_non_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(trade_count=F("maker_count") + F("taker_count")),
+                name="tradingstats_maker_taker_split",
+            ),
+        ]
+        indexes = [
+            # The fee-tier window: an account's recent days across its markets.
+            models.Index(fields=["account", "-day"], name="tradingstats_account_day_idx"),
+        ]
+        triggers = [
+            updated_at_stamp(),
+            pgtrigger.ReadOnly(name="identity_read_only", fields=["account", "market", "day"]),
+            pgtrigger.Protect(name="protect_delete", operation=pgtrigger.Delete),
+        ]
+
+    def __str__(self) -> str:
+        return f"account {self.account_id} in market {self.market_id} on {self.day}"
+
+
+# --------------------------------------------------------------------------------------
+# Portfolio snapshots
+# --------------------------------------------------------------------------------------
+
+
+class SnapshotKind(models.TextChoices):
+    INTERVAL = "INTERVAL", "Every PORTFOLIO_SNAPSHOT_INTERVAL"
+    DAILY = "DAILY", "Daily (UTC)"
+
+
+class PortfolioSnapshot(models.Model):
+    """What an account's portfolio was worth at the end of a period, in one quote asset
+    (``PORTFOLIO_QUOTE_ASSET``, USDC), with the deposits and withdrawals made during
+    the period: the series performance and risk statistics are computed from
+    (``portfolio.metrics``).
+
+    Taken by a periodic task for the period it names: one row per (account, kind,
+    period start), so a retried or repeated run changes nothing. Append-only.
+
+    - ``total_value``: every balance (available + held) marked at the last trade price
+      of its market against the quote asset (the quote asset at 1); assets with no such
+      market, or whose market has not traded, are listed in ``composition`` unmarked
+      and left out of the total.
+    - ``composition``: ``[{"asset", "quantity", "mark", "value"}, …]`` as decimal
+      strings (``mark`` and ``value`` null when unmarked).
+    - ``net_flows``: deposits minus withdrawals (and staff adjustments) posted during
+      the period, marked like the balances.
+    - ``realized_pnl`` (lifetime, net of fees) and ``unrealized_pnl`` of the positions
+      quoted in the quote asset, from ``portfolio_valuation``.
+    """
+
+    account = models.ForeignKey(Account, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=8, choices=SnapshotKind.choices)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    quote = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    total_value = AmountField()
+    composition = models.JSONField(default=list)
+    net_flows = AmountField(default=0, help_text="Deposits minus withdrawals in the period.")
+    realized_pnl = AmountField(null=True, blank=True)
+    unrealized_pnl = AmountField(null=True, blank=True)
+    taken_at = CreatedAtField()
+
+    class Meta:
+        ordering = ["account", "kind", "period_start"]
+        constraints = [
+            # Also serves the (account, kind) series reads, in time order.
+            models.UniqueConstraint(
+                fields=["account", "kind", "period_start"], name="portfoliosnapshot_unique_period"
+            ),
+            models.CheckConstraint(
+                condition=Q(period_end__gt=F("period_start")),
+                name="portfoliosnapshot_period_forward",
+            ),
+            models.CheckConstraint(
+                condition=Q(total_value__gte=0), name="portfoliosnapshot_value_non_negative"
+            ),
+        ]
+        triggers = append_only_triggers()
+
+    def __str__(self) -> str:
+        return f"{self.account_id} {self.kind} {self.period_start:%Y-%m-%d %H:%M}"

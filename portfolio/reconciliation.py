@@ -10,7 +10,11 @@ are sound):
 5. each trader's held balance equals the holds of their orders plus their pending
    withdrawals;
 6. each order holds exactly its worst-case remaining cost (nothing for a finished
-   order: no money left locked).
+   order: no money left locked);
+7. each trader's position in a market's base is what their settled trades there
+   bought minus what they sold (plus what they sold beyond the position, see
+   ``Position``), over as many trades, and their daily statistics add up to the same
+   trades.
 
 PostgreSQL already refuses most of this; the check proves it for data that reached
 the tables any other way (a restore, a replica, a manual repair).
@@ -101,6 +105,7 @@ def ledger_check() -> list[Discrepancy]:
 
     found += _held_matches_orders_and_withdrawals()
     found += _orders_hold_their_worst_case()
+    found += _positions_match_trades()
     return found
 
 
@@ -163,6 +168,70 @@ def _orders_hold_their_worst_case() -> list[Discrepancy]:
                     f"order {order.pk} ({order.status}, asset {order_hold_asset_id(order)})",
                     want,
                     have,
+                )
+            )
+    return found
+
+
+_POSITIONS_VS_TRADES = """
+WITH sides AS (
+    SELECT buyer_id AS account_id, market_id, quantity AS bought, 0 AS sold
+      FROM exchange_trade WHERE settlement_status = 'SETTLED'
+    UNION ALL
+    SELECT seller_id, market_id, 0, quantity
+      FROM exchange_trade WHERE settlement_status = 'SETTLED'
+), traded AS (
+    SELECT account_id, market_id, sum(bought) AS bought, sum(sold) AS sold, count(*) AS n
+      FROM sides GROUP BY account_id, market_id
+), positions AS (
+    SELECT p.account_id, m.id AS market_id, p.quantity - p.excess_sold AS net,
+           p.trade_count AS n
+      FROM portfolio_position p
+      JOIN exchange_market m ON m.base_id = p.asset_id AND m.quote_id = p.quote_id
+), stats AS (
+    SELECT account_id, market_id, sum(buy_volume) AS bought, sum(sell_volume) AS sold,
+           sum(trade_count) AS n
+      FROM portfolio_tradingstats GROUP BY account_id, market_id
+)
+SELECT account_id, market_id,
+       coalesce(t.bought, 0) - coalesce(t.sold, 0), coalesce(t.n, 0),
+       coalesce(p.net, 0), coalesce(p.n, 0),
+       coalesce(s.bought, 0) - coalesce(s.sold, 0), coalesce(s.n, 0)
+  FROM traded t
+  FULL JOIN positions p USING (account_id, market_id)
+  FULL JOIN stats s USING (account_id, market_id)
+ WHERE coalesce(t.bought, 0) - coalesce(t.sold, 0) <> coalesce(p.net, 0)
+    OR coalesce(t.n, 0) <> coalesce(p.n, 0)
+    OR coalesce(t.bought, 0) <> coalesce(s.bought, 0)
+    OR coalesce(t.sold, 0) <> coalesce(s.sold, 0)
+    OR coalesce(t.n, 0) <> coalesce(s.n, 0)
+"""
+
+
+def _positions_match_trades() -> list[Discrepancy]:
+    found = []
+    for account, market, net, trades, position, position_trades, stats, stats_trades in _rows(
+        _POSITIONS_VS_TRADES
+    ):
+        subject = f"account {account} market {market}"
+        if net != position or trades != position_trades:
+            found.append(
+                Discrepancy(
+                    "position is not its trades (net quantity; trade count "
+                    f"{trades} vs {position_trades})",
+                    subject,
+                    net,
+                    position,
+                )
+            )
+        if net != stats or trades != stats_trades:
+            found.append(
+                Discrepancy(
+                    "trading statistics are not their trades (net quantity; trade count "
+                    f"{trades} vs {stats_trades})",
+                    subject,
+                    net,
+                    stats,
                 )
             )
     return found

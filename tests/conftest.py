@@ -4,7 +4,37 @@ The engine's tests run with ``-p no:django``, so nothing here may import Django 
 module level: Django-backed fixtures import what they need when they run.
 """
 
+import faulthandler
+import os
+import sys
+import threading
+import time
+
 import pytest
+
+# Once pytest has printed its summary the process must end: a thread left waiting
+# (an event loop that cannot finish, a stuck client) would otherwise keep the
+# interpreter alive at exit and hold a CI run until it is killed from outside.
+EXIT_GRACE_SECONDS = 60
+_exit_status = [0]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    _exit_status[0] = int(exitstatus)
+
+
+def pytest_unconfigure(config):
+    def watchdog():
+        time.sleep(EXIT_GRACE_SECONDS)
+        sys.stderr.write(
+            f"\npytest had not exited {EXIT_GRACE_SECONDS}s after its summary; "
+            "the threads still running:\n"
+        )
+        faulthandler.dump_traceback(file=sys.stderr, all_threads=True)
+        sys.stderr.flush()
+        os._exit(_exit_status[0] or 1)
+
+    threading.Thread(target=watchdog, name="exit-watchdog", daemon=True).start()
 
 
 @pytest.fixture
@@ -73,3 +103,19 @@ def staff(django_user_model):
 @pytest.fixture
 def other_staff(django_user_model):
     return django_user_model.objects.create_user("ops-2", is_staff=True, password="x")
+
+
+@pytest.fixture
+def matchers(market, tmp_path):
+    """``run_matcher`` processes for ``market`` (started by the test), against the test
+    database; killed at the end, with the market's Redis state."""
+    from exchange.matcher.publish import book_key, redis_client
+    from exchange.matcher.runner import heartbeat_key
+    from tests.live import Matchers
+
+    client = redis_client()
+    client.delete(book_key(market.symbol), heartbeat_key(market.symbol))
+    running = Matchers(market.symbol, tmp_path)
+    yield running
+    running.kill_all()
+    client.delete(book_key(market.symbol), heartbeat_key(market.symbol))

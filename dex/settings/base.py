@@ -4,6 +4,7 @@ from the environment (twelve-factor); nothing here holds a secret."""
 from pathlib import Path
 
 import environ
+from celery.schedules import crontab
 
 from dex.settings.services import redis_settings
 
@@ -27,6 +28,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    "drf_spectacular",
     "channels",
     "pgtrigger",
     "exchange",
@@ -36,6 +38,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "dex.api.ratelimit.RateLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -75,6 +78,19 @@ DATABASES["default"].update(
 DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
     "application_name", env.str("DB_APPLICATION_NAME", default="dex")
 )
+# The web process serves Django under ASGI, where each request's sync code runs in a
+# thread of its own: persistent connections (one per thread) would pile up towards
+# max_connections. So web processes use a psycopg connection pool instead
+# (DB_POOL_MAX_SIZE > 0, as the Procfile sets it); long-lived single-threaded processes
+# (the matcher, commands, tests) keep one persistent connection.
+DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=0)
+if DB_POOL_MAX_SIZE > 0:
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"]["pool"] = {
+        "min_size": min(2, DB_POOL_MAX_SIZE),
+        "max_size": DB_POOL_MAX_SIZE,
+        "timeout": env.float("DB_POOL_TIMEOUT", default=10.0),
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # --- Redis: channel layer, Celery broker, cache --------------------------------------
@@ -103,14 +119,118 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
+# Tasks retry a failure that may pass (a lost connection, a serialization failure) with
+# exponential backoff up to this many times; see dex.tasks.RETRYING.
+CELERY_TASK_MAX_RETRIES = env.int("CELERY_TASK_MAX_RETRIES", default=8)
+CELERY_TASK_RETRY_BACKOFF_MAX = env.int("CELERY_TASK_RETRY_BACKOFF_MAX", default=600)
+
+# --- Periodic work: the beat schedule (`beat` in the Procfile) ------------------------
+# Intervals in seconds. Every periodic task stamps its work with the period it runs for,
+# so a late, retried or repeated run of a period changes nothing.
+ORDERBOOK_SNAPSHOT_INTERVAL = env.int("ORDERBOOK_SNAPSHOT_INTERVAL", default=60)
+ORDERBOOK_SNAPSHOT_LEVELS = env.int("ORDERBOOK_SNAPSHOT_LEVELS", default=20)
+CANDLE_ROLL_INTERVAL = env.int("CANDLE_ROLL_INTERVAL", default=15)
+# Buckets younger than this are recomputed on every roll (see exchange.services.market_data).
+CANDLE_SETTLE_SECONDS = env.int("CANDLE_SETTLE_SECONDS", default=120)
+PORTFOLIO_SNAPSHOT_INTERVAL = env.int("PORTFOLIO_SNAPSHOT_INTERVAL", default=3600)
+# The daily portfolio snapshot, for the previous UTC day, at this UTC hour and minute.
+PORTFOLIO_DAILY_SNAPSHOT_AT = env.str("PORTFOLIO_DAILY_SNAPSHOT_AT", default="00:05")
+# Portfolios are valued in this asset (its own price is 1), each other asset at the last
+# trade price of its market against it.
+PORTFOLIO_QUOTE_ASSET = env.str("PORTFOLIO_QUOTE_ASSET", default="USDC")
+ORDER_ARCHIVE_INTERVAL = env.int("ORDER_ARCHIVE_INTERVAL", default=3600)
+ORDER_ARCHIVE_AFTER_DAYS = env.int("ORDER_ARCHIVE_AFTER_DAYS", default=90)
+ORDER_ARCHIVE_BATCH = env.int("ORDER_ARCHIVE_BATCH", default=10_000)
+
+_daily_hour, _, _daily_minute = PORTFOLIO_DAILY_SNAPSHOT_AT.partition(":")
+CELERY_BEAT_SCHEDULE = {
+    "orderbook-snapshots": {
+        "task": "exchange.orderbook_snapshots_take",
+        "schedule": float(ORDERBOOK_SNAPSHOT_INTERVAL),
+    },
+    "candles-roll": {"task": "exchange.candles_roll_all", "schedule": float(CANDLE_ROLL_INTERVAL)},
+    "orders-archive": {
+        "task": "exchange.orders_archive",
+        "schedule": float(ORDER_ARCHIVE_INTERVAL),
+    },
+    "portfolio-snapshots": {
+        "task": "portfolio.snapshots_take",
+        "schedule": float(PORTFOLIO_SNAPSHOT_INTERVAL),
+        "kwargs": {"kind": "INTERVAL"},
+    },
+    "portfolio-snapshots-daily": {
+        "task": "portfolio.snapshots_take",
+        "schedule": crontab(hour=int(_daily_hour), minute=int(_daily_minute or 0)),
+        "kwargs": {"kind": "DAILY"},
+    },
+}
 
 # --- Django REST framework ------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
-    "DEFAULT_AUTHENTICATION_CLASSES": [],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "dex.api.authentication.WalletSessionAuthentication",
+        "dex.api.authentication.ApiKeyAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["dex.api.permissions.CanRead"],
+    "DEFAULT_THROTTLE_CLASSES": ["dex.api.ratelimit.ApiRateThrottle"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "dex.api.errors.exception_handler",
+    "UNAUTHENTICATED_USER": None,
     "COERCE_DECIMAL_TO_STRING": True,
+}
+# A JSON body larger than this is refused with 413 before it is parsed.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=256 * 1024)
+
+# --- API rate limits (dex.api.ratelimit) ---------------------------------------------
+# Each limit is "<requests>/<seconds>": a burst of that many, refilled evenly over the
+# seconds. Orders (place, amend, cancel) have their own, stricter buckets.
+API_RATE_LIMIT_ENABLED = env.bool("API_RATE_LIMIT_ENABLED", default=True)
+API_RATE_LIMIT_REDIS_URL = env.str("API_RATE_LIMIT_REDIS_URL", default=REDIS_URL)
+# Past this the limiter gives up on Redis and lets the request through.
+API_RATE_LIMIT_REDIS_TIMEOUT = env.float("API_RATE_LIMIT_REDIS_TIMEOUT", default=0.2)
+API_RATE_LIMIT_KEY_PREFIX = env.str("API_RATE_LIMIT_KEY_PREFIX", default="dex:rl")
+# How many reverse proxies in front of the web process append to X-Forwarded-For; with
+# 0 the header is ignored, since any client can send it.
+API_TRUSTED_PROXIES = env.int("API_TRUSTED_PROXIES", default=0)
+
+
+def _rate(var: str, default: str) -> tuple[int, float]:
+    count, _, seconds = env.str(var, default=default).partition("/")
+    return int(count), float(seconds or 1)
+
+
+API_RATE_LIMITS = {
+    "default": {
+        "credential": _rate("API_RATE_LIMIT_CREDENTIAL", "100/1"),
+        "ip": _rate("API_RATE_LIMIT_IP", "200/1"),
+        "global": _rate("API_RATE_LIMIT_GLOBAL", "20000/1"),
+    },
+    "orders": {
+        "credential": _rate("API_RATE_LIMIT_ORDERS_CREDENTIAL", "50/1"),
+        "ip": _rate("API_RATE_LIMIT_ORDERS_IP", "100/1"),
+        "global": _rate("API_RATE_LIMIT_ORDERS_GLOBAL", "3000/1"),
+    },
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "DEX trading API",
+    "DESCRIPTION": (
+        "Wallet-signed (EIP-712) orders on an off-chain order book. Sign in with the "
+        "wallet (`/api/v1/auth/challenge`, `/api/v1/auth/login`) or use an API key "
+        "(`X-API-Key: <prefix>.<secret>`). Errors are always "
+        '`{"code", "message", "details"}`. The typed struct an order signs is served at '
+        "`/api/v1/eip712/`."
+    ),
+    "VERSION": "1",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "dex.api.schema.add_error_responses",
+    ],
 }
 
 # --- Auth, i18n, static ---------------------------------------------------------------
@@ -149,3 +269,45 @@ HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default
 
 # ``manage.py seed_demo`` only where demo data belongs.
 DEMO_DATA_ALLOWED = env.bool("DEMO_DATA_ALLOWED", default=False)
+
+# --- What traders sign ------------------------------------------------------------------
+# The EIP-712 domain of signed orders: clients read it from /api/v1/eip712/. The
+# verifying contract is the venue's on-chain vault.
+EIP712_DOMAIN_NAME = env.str("EIP712_DOMAIN_NAME", default="DEX")
+EIP712_DOMAIN_VERSION = env.str("EIP712_DOMAIN_VERSION", default="1")
+EIP712_CHAIN_ID = env.int("EIP712_CHAIN_ID", default=1)
+EIP712_VERIFYING_CONTRACT = env.str(
+    "EIP712_VERIFYING_CONTRACT", default="0x5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e5a1e"
+)
+# Sign-in with Ethereum (EIP-4361): the site a login message names.
+SIWE_DOMAIN = env.str("SIWE_DOMAIN", default="localhost:8000")
+SIWE_URI = env.str("SIWE_URI", default="http://localhost:8000")
+LOGIN_CHALLENGE_TTL = env.int("LOGIN_CHALLENGE_TTL", default=300)
+SESSION_TOKEN_TTL = env.int("SESSION_TOKEN_TTL", default=24 * 3600)
+
+# --- Row-level security -----------------------------------------------------------------
+# The PostgreSQL role trader reads run under (``dex.api.rls``); the migration
+# ``compliance.0002_row_level_security`` creates it and its policies. The app's own user
+# must be able to ``SET ROLE`` to it (the migration grants that when it can).
+API_DB_ROLE = env.str("API_DB_ROLE", default="dex_api")
+# How long an order request waits for the matcher's reply before answering PENDING.
+ORDER_REPLY_TIMEOUT = env.float("ORDER_REPLY_TIMEOUT", default=0.5)
+
+# --- WebSocket streams (exchange.consumers) ---------------------------------------------
+WS_MAX_SUBSCRIPTIONS = env.int("WS_MAX_SUBSCRIPTIONS", default=50)
+# Client messages per second (a burst of as many), past which the socket is closed.
+WS_MAX_MESSAGES_PER_SECOND = env.float("WS_MAX_MESSAGES_PER_SECOND", default=20)
+# Messages queued for a client that is not reading them before it is disconnected.
+WS_SEND_QUEUE_LIMIT = env.int("WS_SEND_QUEUE_LIMIT", default=1000)
+# Seconds without any message from the client (send pings) before the server closes.
+WS_IDLE_TIMEOUT = env.float("WS_IDLE_TIMEOUT", default=60)
+# The range a cancel-on-disconnect heartbeat timeout may be set to, in seconds.
+WS_DEAD_MAN_MIN_TIMEOUT = env.float("WS_DEAD_MAN_MIN_TIMEOUT", default=1)
+WS_DEAD_MAN_MAX_TIMEOUT = env.float("WS_DEAD_MAN_MAX_TIMEOUT", default=300)
+# How often each web process recomputes a watched ticker / current candle.
+WS_TICKER_INTERVAL = env.float("WS_TICKER_INTERVAL", default=1.0)
+WS_CANDLE_INTERVAL = env.float("WS_CANDLE_INTERVAL", default=1.0)
+# Order updates within this many seconds share one balances message.
+WS_BALANCE_DEBOUNCE = env.float("WS_BALANCE_DEBOUNCE", default=0.05)
+# How often an open connection's monitoring row is brought up to date (when changed).
+WS_CONNECTION_FLUSH_SECONDS = env.float("WS_CONNECTION_FLUSH_SECONDS", default=30)

@@ -11,3 +11,10 @@ STORAGES["staticfiles"] = {  # noqa: F405
     "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
 }
 DEMO_DATA_ALLOWED = True
+# The limiter runs on every API request in the suite, but most tests make many requests
+# from 127.0.0.1 within a second; only the rate-limit tests set limits they can reach.
+API_RATE_LIMITS = {
+    scope: dict.fromkeys(("credential", "ip", "global"), (1_000_000, 1.0))
+    for scope in ("default", "orders")
+}
+API_RATE_LIMIT_KEY_PREFIX = "dex:test:rl"

@@ -3,7 +3,8 @@
 ``MarketMatcher.run_batch()`` reads the market's pending commands in id order (never a
 "last seen id" cursor: ids can commit out of order, so it asks for what is not yet
 processed), applies them to the engine, and writes every result in ONE transaction:
-orders, trades, ledger settlement, hold releases and the commands' done-marks. If the
+orders, trades, ledger settlement (which moves the traders' positions and daily trading
+statistics with the money), hold releases and the commands' done-marks. If the
 transaction fails the book is rebuilt from the database, where the commands are still
 pending, and the engine — deterministic — applies them again.
 
@@ -50,6 +51,7 @@ from portfolio.services.ledger import (
     holds_sync_many,
     ledger_accounts_lock_keys,
     order_holds,
+    sql_array,
     trade_account_keys,
     trade_settle_many,
     trader_account_key,
@@ -58,6 +60,9 @@ from portfolio.services.ledger import (
 log = logging.getLogger(__name__)
 
 BATCH_LIMIT = 500
+# Order columns the matcher and its publishing never read: not loaded (a batch builds
+# thousands of orders, and parsing these cost it more than its SELECTs).
+UNREAD_ORDER_FIELDS = ("nonce", "signature", "order_hash", "metadata", "created_at", "updated_at")
 TERMINAL_EVENTS = {
     engine.EventKind.CANCELLED: OrderStatus.CANCELLED,
     engine.EventKind.EXPIRED: OrderStatus.EXPIRED,
@@ -85,6 +90,9 @@ class MarketMatcher:
         self.book: engine.OrderBook
         self.sequence = 0  # commands applied: the per-market, gap-free journal position
         self.trade_sequence = 0
+        # Ledger account ids by key: accounts are never deleted nor re-keyed, so a
+        # batch looks up only the accounts it has not met before.
+        self.ledger_ids: dict = {}
         self.rebuild()
 
     # --- recovery ---------------------------------------------------------------------
@@ -93,6 +101,8 @@ class MarketMatcher:
         """Rebuild the book from the database: the open and untriggered orders, in
         time priority, continuing every counter where the database left it."""
         self.stale = True
+        # Ids cached by a failed batch may name ledger accounts its rollback undid.
+        self.ledger_ids = {}
         market = Market.objects.get(pk=self.market.pk)
         self.market = market
         orders = Order.objects.filter(market=market)
@@ -122,6 +132,7 @@ class MarketMatcher:
         commands = list(
             OrderCommand.objects.filter(market=self.market, status=CommandStatus.PENDING)
             .select_related("order")
+            .defer("created_at", *(f"order__{f}" for f in UNREAD_ORDER_FIELDS))
             .order_by("id")[:limit]
         )
         # An amend runs alone: it may need more held before it can trade.
@@ -142,6 +153,7 @@ class MarketMatcher:
                 for command in commands:
                     batch.apply(command)
                 batch.apply_expiry()
+                batch.record()
                 if not batch.result.commands and not batch.touched:
                     return batch.result
                 batch.persist()
@@ -154,6 +166,13 @@ class MarketMatcher:
             log.exception("market %s: batch failed; rebuilding the book", self.market.symbol)
             self.rebuild()
             raise
+
+
+def _event_orders(event: engine.Event) -> tuple[int, ...]:
+    if event.kind == engine.EventKind.TRADE:
+        return (event.maker_order_id, event.taker_order_id)
+    order_id = getattr(event, "order_id", None)
+    return () if order_id is None else (order_id,)
 
 
 class _Batch:
@@ -173,13 +192,17 @@ class _Batch:
         self.done: list[OrderCommand] = []
         self.topups: list[tuple[Order, Decimal]] = []
         self.placing: int | None = None  # the order the current PLACE command submits
+        # What the engine answered to each command (None: the expiry sweep), turned into
+        # rows by record() once the whole batch has run, so the resting orders it traded
+        # with are loaded in one query.
+        self.answers: list[tuple[OrderCommand | None, list[engine.Event]]] = []
 
     # --- applying ---------------------------------------------------------------------
 
     def _order(self, order_id: int) -> Order:
         order = self.orders.get(order_id)
         if order is None:
-            order = Order.objects.get(pk=order_id)
+            order = Order.objects.defer(*UNREAD_ORDER_FIELDS).get(pk=order_id)
             order.market = self.m.market
             self.orders[order_id] = order
         return order
@@ -192,7 +215,6 @@ class _Batch:
             command.order.market = m.market
             self.orders[command.order_id] = command.order
         kind = command.kind
-        self.placing = command.order_id if kind == CommandKind.PLACE else None
         if kind == CommandKind.PLACE:
             events = book.submit(to_engine(command.order, self.units))
         elif kind == CommandKind.CANCEL:
@@ -207,15 +229,40 @@ class _Batch:
         else:
             events = book.resume()
             self._market_status(MarketStatus.OPEN)
-        self._events(events)
-        rejected = next((e for e in events if e.kind == engine.EventKind.REJECTED), None)
-        command.status = CommandStatus.DONE
         command.sequence = m.sequence
-        command.processed_at = self.now
-        command.result = {"rejected": str(rejected.reason)} if rejected else {"events": len(events)}
-        self.done.append(command)
+        self.answers.append((command, events))
         self.result.commands += 1
         self.result.sequence = m.sequence
+
+    def record(self) -> None:
+        """Turn the engine's answers into order states, trades and done-marks. An amend
+        reads its order before the engine moves it, which is why it runs alone."""
+        missing = {
+            order_id
+            for _, events in self.answers
+            for event in events
+            for order_id in _event_orders(event)
+            if order_id not in self.orders
+        }
+        if missing:
+            for order in Order.objects.filter(pk__in=missing).defer(*UNREAD_ORDER_FIELDS):
+                order.market = self.m.market
+                self.orders[order.pk] = order
+        for command, events in self.answers:
+            if command is None:
+                self.placing = None
+                self._events(events)
+                continue
+            self.placing = command.order_id if command.kind == CommandKind.PLACE else None
+            self._events(events)
+            rejected = next((e for e in events if e.kind == engine.EventKind.REJECTED), None)
+            command.status = CommandStatus.DONE
+            command.processed_at = self.now
+            command.result = (
+                {"rejected": str(rejected.reason)} if rejected else {"events": len(events)}
+            )
+            self.done.append(command)
+        self.answers = []
 
     def _market_status(self, status: str) -> None:
         if self.m.market.status != status:
@@ -241,7 +288,7 @@ class _Batch:
                 held = trader_account_key(LedgerAccountKind.HELD, asset, order.account_id)
                 # Locked until this batch commits: the funds checked here stay there. The
                 # held account with it, as order_place locks them (no deadlock between).
-                available = ledger_accounts_lock_keys([key, held])[key]
+                available = ledger_accounts_lock_keys([key, held], known=self.m.ledger_ids)[key]
                 if available.balance < extra:
                     return [engine.Rejected(order.pk, None, "INSUFFICIENT_FUNDS")]
         else:
@@ -256,7 +303,7 @@ class _Batch:
         return events
 
     def apply_expiry(self) -> None:
-        self._events(self.m.book.expire(self.now_ms))
+        self.answers.append((None, self.m.book.expire(self.now_ms)))
 
     def _events(self, events: list[engine.Event]) -> None:
         K = engine.EventKind
@@ -363,33 +410,43 @@ class _Batch:
         for order in changed:
             self._final_status(order)
         _orders_update(changed, self.resized)
+        # Before the accounts are locked: traders placing orders wait for those locks
+        # until this batch commits, so the batch takes them as late as it can.
+        _trades_insert(self.trades)
         # Lock every ledger account the batch posts to at once, in primary-key order as
         # order_place does: locked in rounds (the trades', then the releases') they
         # deadlocked with a trader placing an order on an account of the second round.
-        ledger_accounts_lock_keys(
+        accounts = ledger_accounts_lock_keys(
             [k for t in self.trades for k in trade_account_keys(t)]
             + [
                 trader_account_key(kind, order_hold_asset_id(o), o.account_id)
                 for o in changed
                 for kind in (LedgerAccountKind.AVAILABLE, LedgerAccountKind.HELD)
-            ]
+            ],
+            known=self.m.ledger_ids,
         )
         for order, extra in self.topups:  # an amend's extra hold, before it trades
             hold_increase(order=order, amount=extra, cause=f"amend:{self.m.sequence}")
-        _trades_insert(self.trades)
-        trade_settle_many(trades=self.trades)
+            accounts = None  # the balances moved: the copies above are stale
+        trade_settle_many(trades=self.trades, accounts=accounts, fresh=True)
         # Release what finished, decremented or amended-down orders no longer need.
         held = order_holds(o.pk for o in changed)
         excess = [o for o in changed if order_hold_required(o) != held.get(o.pk, ZERO)]
         holds_sync_many(
-            [o for o in excess if o.is_terminal], kind=TransactionKind.RELEASE, cause="final"
+            [o for o in excess if o.is_terminal],
+            kind=TransactionKind.RELEASE,
+            cause="final",
+            accounts=accounts,
+            current=held,
         )
         holds_sync_many(
             [o for o in excess if not o.is_terminal],
             kind=TransactionKind.RELEASE,
             cause=f"seq:{self.m.sequence}@{self.now_ms}",
+            accounts=accounts,
+            current=held,
         )
-        _commands_done(self.done, self.now)
+        _commands_done(self.done)
         self.result.trades = self.trades
         self.result.orders = changed
 
@@ -422,7 +479,8 @@ _ORDER_TYPES = (
 
 
 def _order_update_sql(columns: tuple[str, ...], types: tuple[str, ...]) -> str:
-    assignments = ", ".join(f"{c} = v.{c}" for c in columns)
+    # updated_at written here spares the row its trigger (see updated_at_stamp).
+    assignments = ", ".join([*(f"{c} = v.{c}" for c in columns), "updated_at = now()"])
     arrays = ", ".join(f"%s::{t}[]" for t in ("bigint", *types))
     return (
         f"UPDATE exchange_order AS o SET {assignments} FROM unnest({arrays})"
@@ -437,9 +495,12 @@ _ORDERS_RESIZE = _order_update_sql(
     ("price", "quantity", *_ORDER_COLUMNS), ("numeric", "numeric", *_ORDER_TYPES)
 )
 
+# processed_at is the moment the done-marks are written, the batch's last statement
+# before its commit.
 _COMMANDS_DONE = """
 UPDATE exchange_ordercommand AS c
-   SET status = 'DONE', sequence = v.sequence, result = v.result::jsonb, processed_at = %s
+   SET status = 'DONE', sequence = v.sequence, result = v.result::jsonb,
+       processed_at = clock_timestamp()
   FROM unnest(%s::bigint[], %s::bigint[], %s::text[]) AS v(id, sequence, result)
  WHERE c.id = v.id
 """
@@ -457,20 +518,19 @@ def _orders_update(orders: list[Order], resized: set[int]) -> None:
             (_ORDERS_RESIZE, sized, ("pk", "price", "quantity", *_ORDER_COLUMNS)),
         ):
             if rows:
-                cursor.execute(sql, [[getattr(o, c) for o in rows] for c in columns])
+                cursor.execute(sql, [sql_array(getattr(o, c) for o in rows) for c in columns])
 
 
-def _commands_done(commands: list[OrderCommand], processed_at) -> None:
+def _commands_done(commands: list[OrderCommand]) -> None:
     if not commands:
         return
     with connection.cursor() as cursor:
         cursor.execute(
             _COMMANDS_DONE,
             [
-                processed_at,
-                [c.pk for c in commands],
-                [c.sequence for c in commands],
-                [json.dumps(c.result) for c in commands],
+                sql_array(c.pk for c in commands),
+                sql_array(c.sequence for c in commands),
+                sql_array(json.dumps(c.result) for c in commands),
             ],
         )
 
@@ -518,7 +578,7 @@ def _trades_insert(trades: list[Trade]) -> None:
             [
                 trades[0].executed_at,
                 trades[0].executed_at,
-                *([getattr(t, c) for t in trades] for c in columns),
+                *(sql_array(getattr(t, c) for t in trades) for c in columns),
             ],
         )
         ids = {sequence: pk for pk, sequence in cursor.fetchall()}

@@ -1,21 +1,30 @@
 """After a batch commits: tell the world.
 
-- ``market.<symbol>`` channel-layer group, ``book.delta``: the changed levels with the
-  range of journal sequences they cover (``first_sequence`` … ``sequence``); a client
-  whose ``first_sequence`` is not its last ``sequence`` + 1 has missed one and resyncs.
-- ``market.<symbol>`` ``market.trades``: the batch's trades.
-- ``account.<id>`` ``account.orders``: each trader's changed orders and fills.
 - Redis ``dex:book:<symbol>``: the full book (top levels) with its sequence, for new
   subscribers and REST depth reads; ``dex:order-reply:<id>``: the order's state after
   matching, which the placing request may be waiting for (a list, so a reader that
   starts waiting late still finds it).
+- Redis pub/sub channel ``public_channel(symbol)``, after the book write (one pipeline,
+  in that order), the market's public messages as the WebSocket stream sends them, each
+  encoded once here: ``book.delta``, the changed levels with the range of journal
+  sequences they cover (``first_sequence`` … ``sequence``; a client whose
+  ``first_sequence`` is not its last ``sequence`` + 1 has missed one and resyncs), then
+  ``trades``, the batch's trades. Each web process receives them once per market and
+  hands them to its sockets (``exchange.streams_hub``): the channel layer's groups copy
+  every message to every consumer's channel.
+- ``account.<id>`` channel-layer group, ``account.orders``: each trader's changed orders
+  and fills.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import queue
+import threading
 from collections import defaultdict
+from dataclasses import dataclass, field
 from decimal import Decimal
 
 import redis
@@ -42,6 +51,19 @@ def redis_client() -> redis.Redis:
 
 def book_key(symbol: str) -> str:
     return f"dex:book:{symbol}"
+
+
+def public_channel(symbol: str) -> str:
+    """The pub/sub channel of a market's public messages. Pub/sub ignores the database
+    number, so the channel names it: platforms sharing one Redis server on different
+    databases do not hear each other."""
+    db = redis_client().connection_pool.connection_kwargs.get("db", 0)
+    return f"dex:pub:{db}:market:{symbol}"
+
+
+def encode(message: dict) -> str:
+    """A message as the WebSocket stream sends it (compact JSON)."""
+    return json.dumps(message, separators=(",", ":"))
 
 
 def reply_key(order_id: int) -> str:
@@ -85,52 +107,125 @@ def publish_snapshot(matcher: MarketMatcher) -> None:
     redis_client().set(book_key(matcher.market.symbol), json.dumps(snapshot(matcher)))
 
 
-def publish(matcher: MarketMatcher, result: BatchResult) -> None:
-    symbol = matcher.market.symbol
-    client = redis_client()
-    pipe = client.pipeline(transaction=False)
-    pipe.set(book_key(symbol), json.dumps(snapshot(matcher)))
-    for order in result.orders:
-        key = reply_key(order.pk)
-        pipe.rpush(key, json.dumps(order_view(order)))
-        pipe.expire(key, REPLY_TTL_SECONDS)
-    pipe.execute()
+@dataclass
+class Outbox:
+    """What one committed batch publishes, built from the book as the batch left it."""
 
-    layer = get_channel_layer()
-    group_send = async_to_sync(layer.group_send)
-    group = f"market.{symbol}"
-    group_send(
-        group,
-        {
-            "type": "book.delta",
-            "symbol": symbol,
-            "first_sequence": result.first_sequence,
-            "sequence": result.sequence,
-            "bids": [[str(p), str(q)] for (side, p), q in result.levels.items() if side == "bids"],
-            "asks": [[str(p), str(q)] for (side, p), q in result.levels.items() if side == "asks"],
-        },
-    )
-    if result.trades:
-        group_send(
-            group,
+    symbol: str
+    snapshot: str
+    replies: list[tuple[str, str]]
+    messages: list[tuple[str, dict]]  # (channel-layer group, message): private ones
+    public: list[str] = field(default_factory=list)  # encoded, for public_channel(symbol)
+
+
+def _level_size(quantity) -> str:
+    """A level's new size; a removed level's is exactly "0" (not "0E-8"), as clients
+    are told to test for."""
+    return "0" if not quantity else str(quantity)
+
+
+def publish(matcher: MarketMatcher, result: BatchResult) -> None:
+    outbox_send(outbox_build(matcher, result))
+
+
+def outbox_build(matcher: MarketMatcher, result: BatchResult) -> Outbox:
+    """Everything a batch publishes; call right after its commit, before the next batch
+    moves the book (the sending may then happen elsewhere: see ``Publisher``)."""
+    symbol = matcher.market.symbol
+    levels = result.levels.items()
+    public = [
+        encode(
             {
-                "type": "market.trades",
+                "type": "book.delta",
                 "symbol": symbol,
-                "trades": [
-                    {
-                        "id": t.pk,
-                        "sequence": t.sequence,
-                        "price": str(t.price),
-                        "quantity": str(t.quantity),
-                        "side": t.aggressor_side,
-                        "time": t.executed_at.isoformat(),
-                    }
-                    for t in result.trades
-                ],
-            },
+                "first_sequence": result.first_sequence,
+                "sequence": result.sequence,
+                "bids": [[str(p), _level_size(q)] for (side, p), q in levels if side == "bids"],
+                "asks": [[str(p), _level_size(q)] for (side, p), q in levels if side == "asks"],
+            }
         )
+    ]
+    if result.trades:
+        trades = [
+            {
+                "id": t.pk,
+                "sequence": t.sequence,
+                "price": str(t.price),
+                "quantity": str(t.quantity),
+                "side": t.aggressor_side,
+                "time": t.executed_at.isoformat(),
+            }
+            for t in result.trades
+        ]
+        public.append(encode({"type": "trades", "symbol": symbol, "trades": trades}))
     per_account: dict[int, list[dict]] = defaultdict(list)
+    replies = []
     for order in result.orders:
-        per_account[order.account_id].append(order_view(order))
-    for account_id, orders in per_account.items():
-        group_send(f"account.{account_id}", {"type": "account.orders", "orders": orders})
+        view = order_view(order)
+        per_account[order.account_id].append(view)
+        replies.append((reply_key(order.pk), json.dumps(view)))
+    messages = [
+        (f"account.{account_id}", {"type": "account.orders", "orders": orders})
+        for account_id, orders in per_account.items()
+    ]
+    return Outbox(symbol, json.dumps(snapshot(matcher)), replies, messages, public)
+
+
+def outbox_send(outbox: Outbox, loop: asyncio.AbstractEventLoop | None = None) -> None:
+    """Send ``outbox``; on ``loop`` when given (the channel layer keeps its Redis
+    connections per event loop: a loop kept for the process reuses them).
+
+    One pipeline, executed in order on one connection: the book first, then the public
+    messages, so a subscriber that hears a delta and reads the book finds it there; and
+    outboxes sent one after another (``Publisher``) publish in batch order."""
+    pipe = redis_client().pipeline(transaction=False)
+    pipe.set(book_key(outbox.symbol), outbox.snapshot)
+    for key, reply in outbox.replies:
+        pipe.rpush(key, reply)
+        pipe.expire(key, REPLY_TTL_SECONDS)
+    if outbox.public:
+        channel = public_channel(outbox.symbol)
+        for message in outbox.public:
+            pipe.publish(channel, message)
+    pipe.execute()
+    if not outbox.messages:
+        return
+    # One trip into the event loop for the whole batch, the sends concurrent: one
+    # async_to_sync per message cost the next batch a millisecond per account.
+    if loop is None:
+        async_to_sync(_group_send_all)(get_channel_layer(), outbox.messages)
+    else:
+        loop.run_until_complete(_group_send_all(get_channel_layer(), outbox.messages))
+
+
+class Publisher:
+    """Sends outboxes in the order given, from a thread of its own, so the matcher
+    starts its next batch while the last one's results travel (Redis and the channel
+    layer cost a small batch as much as its SQL). ``stop`` sends what is queued."""
+
+    def __init__(self) -> None:
+        self.queue: queue.SimpleQueue[Outbox | None] = queue.SimpleQueue()
+        self.thread = threading.Thread(target=self._run, name="matcher-publisher", daemon=True)
+        self.thread.start()
+
+    def submit(self, outbox: Outbox) -> None:
+        self.queue.put(outbox)
+
+    def stop(self, timeout: float = 10) -> None:
+        self.queue.put(None)
+        self.thread.join(timeout)
+
+    def _run(self) -> None:
+        loop = asyncio.new_event_loop()
+        while (outbox := self.queue.get()) is not None:
+            try:
+                outbox_send(outbox, loop)
+            except Exception:
+                # Redis can be rebuilt from PostgreSQL: a lost publish is a gap that
+                # subscribers resync over, never lost money state.
+                log.exception("market %s: publishing a batch failed", outbox.symbol)
+        loop.close()
+
+
+async def _group_send_all(layer, messages: list[tuple[str, dict]]) -> None:
+    await asyncio.gather(*(layer.group_send(group, message) for group, message in messages))

@@ -3,10 +3,10 @@
 Each market is owned through a session-level advisory lock held on a dedicated
 connection. A second matcher for the same market blocks on nothing: it retries the
 lock every poll and takes over — rebuilding the book from the database — the moment
-the owner's connection closes (the owner died). Every batch first checks, inside its
-own transaction, that this process's lock connection still holds the lock, so a
-matcher that lost its lock (a network partition, a restarted database) never writes
-another byte for that market.
+the owner's connection closes (the owner died). Before every round of batches the
+matcher proves its lock session is still alive (and so still holds its locks), so a
+matcher that lost its locks (a network partition, a restarted database) stops before
+writing another batch.
 
 The loop sleeps on LISTEN (woken by the journal's NOTIFY trigger) and polls, so a
 lost notification costs at most one poll interval.
@@ -28,7 +28,7 @@ from django.conf import settings
 from django.db import connection
 
 from exchange.matcher.market import BATCH_LIMIT, MarketMatcher
-from exchange.matcher.publish import publish, publish_snapshot, redis_client
+from exchange.matcher.publish import Publisher, outbox_build, publish_snapshot, redis_client
 from exchange.models import MATCHER_CHANNEL, Market
 
 log = logging.getLogger("exchange.matcher")
@@ -80,8 +80,16 @@ class Runner:
         return list(markets.filter(symbol__in=self.symbols) if self.symbols else markets)
 
     def run(self) -> None:
+        self.publisher = Publisher()
+        try:
+            self._run()
+        finally:
+            self.publisher.stop()
+
+    def _run(self) -> None:
         with psycopg.connect(**_conninfo()) as lock_conn:
             lock_conn.execute(f"LISTEN {MATCHER_CHANNEL}")
+            self.lock_conn = lock_conn
             self.lock_pid = lock_conn.info.backend_pid
             log.info("matcher %s started (lock session %s)", self.identity, self.lock_pid)
             wanted = self.markets()
@@ -112,24 +120,24 @@ class Runner:
                 publish_snapshot(matcher)
                 _freeze_long_lived()
 
-    def _fence(self, market_id: int) -> None:
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND classid = %s"
-                " AND objid = %s AND pid = %s AND granted",
-                [LOCK_NAMESPACE, market_id, self.lock_pid],
-            )
-            if cursor.fetchone() is None:
-                raise LostLock(f"market {market_id}: ownership lost")
+    def _fence(self) -> None:
+        """While the lock session lives it holds every market lock it took (a session's
+        advisory locks end with it), so a round trip on that session proves them all.
+        Asking pg_locks instead cost milliseconds a batch on a busy server."""
+        try:
+            self.lock_conn.execute("SELECT 1")
+        except psycopg.Error as exc:
+            raise LostLock(f"lock session {self.lock_pid} is gone: {exc}") from exc
 
     def _run_owned(self) -> bool:
         busy = False
-        for market_id, matcher in list(self.owned.items()):
+        if self.owned:
             try:
-                self._fence(market_id)
+                self._fence()
             except LostLock:
-                log.error("matcher %s lost %s; stopping", self.identity, matcher.market.symbol)
+                log.error("matcher %s lost its markets; stopping", self.identity)
                 raise
+        for market_id, matcher in list(self.owned.items()):
             try:
                 result = matcher.run_batch(limit=self.batch_limit)
             except Exception:
@@ -146,7 +154,7 @@ class Runner:
                 continue
             self.failures.pop(market_id, None)
             if result.commands or result.orders:
-                publish(matcher, result)
+                self.publisher.submit(outbox_build(matcher, result))
                 busy = busy or result.commands >= self.batch_limit
                 _freeze_long_lived()
         return busy

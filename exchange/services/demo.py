@@ -9,6 +9,7 @@ from eth_account import Account as EthAccount
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
 
+from compliance.models import JurisdictionRule, KycTierLimit
 from exchange.models import Account, Asset, Market, MarketStatus
 from exchange.services.accounts import account_register
 from exchange.services.markets import asset_create, market_create, market_open
@@ -51,6 +52,11 @@ DEMO_WITHDRAWAL_LIMITS = {
     2: {"USDC": "10000", "ETH": "5", "BTC": "0.2", "SOL": "100"},
     3: {"USDC": "100000", "ETH": "50", "BTC": "2", "SOL": "1000"},
 }
+
+# The largest single order per KYC tier, in USDC (tier 3, the market maker, has none).
+DEMO_KYC_ORDER_LIMITS = {1: "50000", 2: "250000"}
+# Where the demo venue is not licensed.
+DEMO_JURISDICTION_RULES = [("US", "not licensed in the United States")]
 
 DEMO_STAFF_USERNAME = "admin"
 
@@ -145,6 +151,17 @@ def demo_seed(*, staff_password: str) -> DemoSeedResult:
         },
     )
     created += int(made)
+
+    for tier, maximum in DEMO_KYC_ORDER_LIMITS.items():
+        _, made = KycTierLimit.objects.get_or_create(
+            kyc_tier=tier, quote=assets["USDC"], defaults={"max_order_notional": maximum}
+        )
+        created += int(made)
+    for country, reason in DEMO_JURISDICTION_RULES:
+        _, made = JurisdictionRule.objects.get_or_create(
+            country=country, market=None, defaults={"reason": reason}
+        )
+        created += int(made)
 
     user_model = get_user_model()
     staff, staff_created = user_model.objects.get_or_create(

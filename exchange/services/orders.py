@@ -11,23 +11,23 @@ Every refusal is an ``OrderRejected`` with a stable ``code`` and changes nothing
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from compliance.gates import placement_refusal
 from exchange.engine import MarketUnits, UnitError
 from exchange.models import (
     LIMIT_TYPES,
+    LIVE_STATUSES,
     MARKET_TYPES,
     STOP_TYPES,
     Account,
-    AccountStatus,
     CommandKind,
     Market,
-    MarketStatus,
     Order,
     OrderCommand,
     OrderStatus,
@@ -35,6 +35,7 @@ from exchange.models import (
     Side,
     TimeInForce,
 )
+from exchange.signing import OrderFields, SignatureError, order_digest, recover_signer
 from portfolio.selectors import fee_rates_for
 from portfolio.services.ledger import InsufficientFunds, hold_place
 
@@ -174,65 +175,148 @@ def order_request_validate(*, market: Market, request: OrderRequest) -> str:
     return tif
 
 
-def _tradable(account: Account, market: Market) -> None:
-    if account.status != AccountStatus.ACTIVE:
-        raise _reject("ACCOUNT_NOT_ACTIVE", f"account is {account.status}")
-    if market.status == MarketStatus.HALTED:
-        raise _reject("MARKET_HALTED", f"{market.symbol} is halted")
-    if market.status != MarketStatus.OPEN:
-        raise _reject("MARKET_NOT_OPEN", f"{market.symbol} is {market.status}")
+def _notional(request: OrderRequest) -> Decimal | None:
+    """What the order may trade, in quote: None where no price bounds it (market sells)."""
+    if request.quote_quantity is not None:
+        return request.quote_quantity
+    reference = request.price or request.protection_price
+    return reference * request.quantity if reference is not None else None
 
 
-@transaction.atomic(durable=True)
+def _tradable(account: Account, market: Market, request: OrderRequest) -> None:
+    refusal = placement_refusal(account=account, market=market, notional=_notional(request))
+    if refusal is not None:
+        raise _reject(refusal.code, refusal.message)
+
+
+@dataclass(frozen=True, slots=True)
+class Placed:
+    order: Order
+    created: bool  # False: an earlier order with the same client_order_id
+
+
 def order_place(*, account: Account, market: Market, request: OrderRequest) -> Order:
     """Accept an order: validated, its worst-case cost held, the order and its PLACE
     command written together. The same ``client_order_id`` again returns the original
     order and does nothing else."""
+    return _order_place(account=account, market=market, request=request).order
+
+
+def _order_place(*, account: Account, market: Market, request: OrderRequest) -> Placed:
+    try:
+        return _order_write(account=account, market=market, request=request)
+    except IntegrityError as exc:
+        # Nothing was written. A concurrent retry of the same order may have won the
+        # race: return what it wrote. Otherwise say which rule the order broke.
+        existing = Order.objects.filter(account=account, client_order_id=request.client_order_id)
+        if (order := existing.first()) is not None:
+            return Placed(order, created=False)
+        diag = getattr(exc.__cause__, "diag", None)
+        if getattr(diag, "constraint_name", None) == "order_unique_nonce":
+            raise _reject("NONCE_REUSED", f"nonce {request.nonce} was used already") from None
+        raise _reject("DUPLICATE", f"order conflicts with an existing one: {exc}") from None
+
+
+@transaction.atomic(durable=True)
+def _order_write(*, account: Account, market: Market, request: OrderRequest) -> Placed:
     existing = Order.objects.filter(account=account, client_order_id=request.client_order_id)
     if (order := existing.first()) is not None:
-        return order
+        return Placed(order, created=False)
     tif = order_request_validate(market=market, request=request)
-    _tradable(account, market)
-    if Order.objects.filter(account=account, nonce=request.nonce).exists():
-        raise _reject("NONCE_REUSED", f"nonce {request.nonce} was used already")
-
+    _tradable(account, market, request)
     rates = fee_rates_for(account=account, market=market)
-    try:
-        with transaction.atomic():
-            order = Order.objects.create(
-                account=account,
-                market=market,
-                client_order_id=request.client_order_id,
-                side=request.side,
-                type=request.type,
-                time_in_force=tif,
-                post_only=request.post_only,
-                self_trade_prevention=request.self_trade_prevention,
-                price=request.price,
-                stop_price=request.stop_price,
-                protection_price=request.protection_price,
-                quantity=request.quantity,
-                remaining=request.quantity,
-                quote_quantity=request.quote_quantity,
-                display_quantity=request.display_quantity,
-                maker_fee_rate=rates.maker,
-                taker_fee_rate=rates.taker,
-                nonce=request.nonce,
-                signature=request.signature,
-                order_hash=request.order_hash,
-                expires_at=request.expires_at if tif == TimeInForce.GTT else None,
-            )
-    except IntegrityError as exc:
-        # A concurrent retry of the same order won the race: return what it wrote.
-        if (order := existing.first()) is not None:
-            return order
-        raise _reject("DUPLICATE", f"order conflicts with an existing one: {exc}") from None
+    # A reused nonce or order hash breaks a unique constraint here: the transaction
+    # rolls back and ``_order_place`` names the refusal.
+    order = Order.objects.create(
+        account=account,
+        market=market,
+        client_order_id=request.client_order_id,
+        side=request.side,
+        type=request.type,
+        time_in_force=tif,
+        post_only=request.post_only,
+        self_trade_prevention=request.self_trade_prevention,
+        price=request.price,
+        stop_price=request.stop_price,
+        protection_price=request.protection_price,
+        quantity=request.quantity,
+        remaining=request.quantity,
+        quote_quantity=request.quote_quantity,
+        display_quantity=request.display_quantity,
+        maker_fee_rate=rates.maker,
+        taker_fee_rate=rates.taker,
+        nonce=request.nonce,
+        signature=request.signature,
+        order_hash=request.order_hash,
+        expires_at=request.expires_at if tif == TimeInForce.GTT else None,
+    )
     try:
         hold_place(order=order)
     except InsufficientFunds as exc:
         raise _reject("INSUFFICIENT_FUNDS", str(exc)) from None
     OrderCommand.objects.create(market=market, kind=CommandKind.PLACE, account=account, order=order)
-    return order
+    return Placed(order, created=True)
+
+
+def order_fields(*, account: Account, market: Market, request: OrderRequest) -> OrderFields:
+    """The EIP-712 fields of ``request``, with its time in force defaulted as the order
+    service defaults it (GTC for limit types, IOC for market types)."""
+    tif = request.time_in_force or (
+        TimeInForce.GTC if request.type in LIMIT_TYPES else TimeInForce.IOC
+    )
+    return OrderFields(
+        account=account.wallet_address,
+        market=market.symbol,
+        client_order_id=request.client_order_id,
+        side=request.side,
+        order_type=request.type,
+        time_in_force=tif,
+        nonce=request.nonce,
+        price=request.price,
+        stop_price=request.stop_price,
+        quantity=request.quantity,
+        quote_quantity=request.quote_quantity,
+        protection_price=request.protection_price,
+        display_quantity=request.display_quantity,
+        post_only=request.post_only,
+        self_trade_prevention=request.self_trade_prevention,
+        expires_at=request.expires_at,
+    )
+
+
+def order_signature_verify(*, account: Account, market: Market, request: OrderRequest) -> str:
+    """Check that ``account``'s wallet signed exactly ``request``; return the order hash
+    (the EIP-712 digest the wallet signed). A changed field, a signature by another wallet
+    or a hash that is not the order's is an ``OrderRejected``."""
+    try:
+        digest = order_digest(order_fields(account=account, market=market, request=request))
+    except ValueError as exc:  # an amount finer than 1e-8: it cannot have been signed
+        raise _reject("INVALID_AMOUNT", str(exc)) from None
+    order_hash = "0x" + digest.hex()
+    if request.order_hash and request.order_hash.lower() != order_hash:
+        raise _reject(
+            "ORDER_HASH_MISMATCH",
+            f"the order's EIP-712 hash is {order_hash}, not {request.order_hash}",
+        )
+    try:
+        signer = recover_signer(digest, request.signature)
+    except SignatureError as exc:
+        raise _reject("INVALID_SIGNATURE", str(exc)) from None
+    if signer != account.wallet_address:
+        raise _reject(
+            "SIGNATURE_MISMATCH",
+            "the signature is not this account's wallet over these order fields",
+        )
+    return order_hash
+
+
+def order_place_signed(*, account: Account, market: Market, request: OrderRequest) -> Placed:
+    """The trader-facing way in: ``order_place`` for a request whose EIP-712 signature
+    by the account's wallet is verified first. Its hash is the one computed here."""
+    order_hash = order_signature_verify(account=account, market=market, request=request)
+    return _order_place(
+        account=account, market=market, request=replace(request, order_hash=order_hash)
+    )
 
 
 def _live_order(account: Account, order: Order) -> Order:
@@ -295,6 +379,18 @@ def order_amend(
 
 
 @transaction.atomic(durable=True)
+def order_cancel_all_markets(*, account: Account) -> list[Market]:
+    """Cancel every open order of ``account`` in every market it has one in; return
+    those markets."""
+    open_in = Order.objects.filter(
+        account=account, status__in=[OrderStatus.PENDING, *LIVE_STATUSES]
+    ).values("market")
+    markets = list(Market.objects.filter(pk__in=open_in).order_by("pk"))
+    for market in markets:
+        order_cancel_all(account=account, market=market)
+    return markets
+
+
 def order_cancel_all(*, account: Account | None, market: Market) -> OrderCommand:
     """Cancel every open order of ``account`` in ``market`` (all accounts' when
     ``account`` is None: a staff action)."""

@@ -31,6 +31,8 @@ from portfolio.models import (
     Posting,
     TransactionKind,
 )
+from portfolio.services.positions import positions_apply
+from portfolio.sql import sql_array
 
 
 class LedgerError(Exception):
@@ -97,10 +99,21 @@ def _ledger_account_ids(keys: set[AccountKey]) -> dict[AccountKey, int]:
     return found
 
 
-def ledger_accounts_lock_keys(keys: Iterable[AccountKey]) -> dict[AccountKey, LedgerAccount]:
+def ledger_accounts_lock_keys(
+    keys: Iterable[AccountKey], *, known: dict[AccountKey, int] | None = None
+) -> dict[AccountKey, LedgerAccount]:
     """Create if needed, then lock (in primary-key order) the accounts for ``keys``.
-    Call inside a transaction."""
-    ids = ledger_accounts_ensure(keys)
+    Call inside a transaction. ``known`` is a caller's cache of account ids (an
+    account, once created, keeps its id and key forever): keys found there are not
+    looked up, and the ids of the others are added to it."""
+    wanted = set(keys)
+    if known is None:
+        ids = ledger_accounts_ensure(wanted)
+    else:
+        missing = wanted - known.keys()
+        if missing:
+            known.update(ledger_accounts_ensure(missing))
+        ids = {key: known[key] for key in wanted}
     locked = ledger_accounts_lock(ids.values())
     return {key: locked[pk] for key, pk in ids.items()}
 
@@ -147,25 +160,25 @@ SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::numeric[], %s::bigint[])
 """
 
 
-def entries_post(entries: Sequence[Entry]) -> list[LedgerTransaction]:
+def entries_post(entries: Sequence[Entry]) -> Sequence[LedgerTransaction]:
     """Write ``entries`` (skipping zero legs): one insert of ledger transactions, one of
     postings. Call inside a transaction holding the locks on every leg's account; the
     caller has already dropped entries whose idempotency key was posted before.
     PostgreSQL checks at commit that each balances per asset, and refuses any balance
     that would go negative."""
     if not entries:
-        return []
+        return ()
     with connection.cursor() as cursor:
         cursor.execute(
             _TRANSACTIONS_INSERT,
             [
-                [e.kind for e in entries],
-                [e.idempotency_key for e in entries],
-                [e.description for e in entries],
-                [e.order_id for e in entries],
-                [e.trade_id for e in entries],
-                [e.vault_operation_id for e in entries],
-                [e.adjustment_id for e in entries],
+                sql_array(e.kind for e in entries),
+                sql_array(e.idempotency_key for e in entries),
+                sql_array(e.description for e in entries),
+                sql_array(e.order_id for e in entries),
+                sql_array(e.trade_id for e in entries),
+                sql_array(e.vault_operation_id for e in entries),
+                sql_array(e.adjustment_id for e in entries),
             ],
         )
         ids = {key: pk for pk, key in cursor.fetchall()}
@@ -178,10 +191,27 @@ def entries_post(entries: Sequence[Entry]) -> list[LedgerTransaction]:
                     postings[2].append(leg.amount)
                     postings[3].append(leg.order_id)
                     leg.account.balance += leg.amount  # keep the locked copy current
-        cursor.execute(_POSTINGS_INSERT, list(postings))
-    return [
-        LedgerTransaction(
-            pk=ids[e.idempotency_key],
+        cursor.execute(_POSTINGS_INSERT, [sql_array(column) for column in postings])
+    return Posted(entries, ids)
+
+
+class Posted(Sequence[LedgerTransaction]):
+    """The ledger transactions ``entries_post`` wrote, as ``LedgerTransaction`` rows built
+    when read: the matcher posts thousands a second and reads none of them back."""
+
+    def __init__(self, entries: Sequence[Entry], ids: dict[str, int]) -> None:
+        self._entries = entries
+        self._ids = ids
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        e = self._entries[index]
+        return LedgerTransaction(
+            pk=self._ids[e.idempotency_key],
             kind=e.kind,
             idempotency_key=e.idempotency_key,
             description=e.description,
@@ -190,8 +220,6 @@ def entries_post(entries: Sequence[Entry]) -> list[LedgerTransaction]:
             vault_operation_id=e.vault_operation_id,
             adjustment_id=e.adjustment_id,
         )
-        for e in entries
-    ]
 
 
 def posted_keys(keys: Iterable[str]) -> set[str]:
@@ -225,13 +253,23 @@ def order_holds(order_ids: Iterable[int]) -> dict[int, Decimal]:
     return dict(rows)
 
 
-def holds_sync_many(orders: Sequence[Order], *, kind: str, cause: str) -> list[LedgerTransaction]:
+def holds_sync_many(
+    orders: Sequence[Order],
+    *,
+    kind: str,
+    cause: str,
+    accounts: dict[AccountKey, LedgerAccount] | None = None,
+    current: dict[int, Decimal] | None = None,
+) -> Sequence[LedgerTransaction]:
     """Move each order's hold to exactly what it may still cost (``order_hold_required``):
     up for a new or enlarged order (``kind`` HOLD), down for a cancel, an expiry or a
     reduced order (RELEASE). ``cause`` names the event (``placed``, ``amend:<command>``,
     ``final`` …) and makes the move idempotent: retried, it posts nothing. Raises
     ``InsufficientFunds`` — posting nothing — when a trader cannot cover an increase.
-    Call inside a transaction, with the orders' rows already in their new state."""
+    Call inside a transaction, with the orders' rows already in their new state.
+    ``accounts``: the orders' AVAILABLE and HELD accounts, when the caller has locked
+    them already (the matcher locks a batch's accounts at once); ``current``: what
+    ``order_holds`` returned for the orders, when the caller read it under those locks."""
     entries_keys = {o.pk: f"order:{o.pk}:{cause}" for o in orders}
     keys = {
         order.pk: (
@@ -244,12 +282,14 @@ def holds_sync_many(orders: Sequence[Order], *, kind: str, cause: str) -> list[L
         )
         for order in orders
     }
-    accounts = ledger_accounts_lock_keys(k for pair in keys.values() for k in pair)
+    if accounts is None or not all(k in accounts for pair in keys.values() for k in pair):
+        accounts = ledger_accounts_lock_keys(k for pair in keys.values() for k in pair)
     # Read only once the accounts are locked: a concurrent retry of the same move has
     # committed by now (and is seen), and nothing else can move these holds.
     already = posted_keys(entries_keys.values())
     orders = [o for o in orders if entries_keys[o.pk] not in already]
-    current = order_holds(o.pk for o in orders)
+    if current is None:
+        current = order_holds(o.pk for o in orders)
 
     entries = []
     # What each available balance will be once the moves before it are posted, so
@@ -277,7 +317,7 @@ def holds_sync_many(orders: Sequence[Order], *, kind: str, cause: str) -> list[L
     return entries_post(entries)
 
 
-def hold_increase(*, order: Order, amount: Decimal, cause: str) -> list[LedgerTransaction]:
+def hold_increase(*, order: Order, amount: Decimal, cause: str) -> Sequence[LedgerTransaction]:
     """Hold ``amount`` more for ``order`` — an amend that enlarges it, held before the
     amended order can trade. Call inside a transaction; raises ``InsufficientFunds``."""
     asset = order_hold_asset_id(order)
@@ -393,26 +433,42 @@ def trade_account_keys(trade: Trade) -> list[AccountKey]:
     ]
 
 
-def trade_settle_many(*, trades: Sequence[Trade]) -> list[LedgerTransaction]:
+def trade_settle_many(
+    *,
+    trades: Sequence[Trade],
+    accounts: dict[AccountKey, LedgerAccount] | None = None,
+    fresh: bool = False,
+) -> Sequence[LedgerTransaction]:
     """Settle fills: for each, release the buyer's and seller's holds for the filled
     part, pay the seller, deliver the base to the buyer, book both fees, and return
-    the buyer's price improvement and unused fee reserve to available. Trades already
+    the buyer's price improvement and unused fee reserve to available, and move both
+    traders' positions and day statistics (``positions_apply``). Trades already
     settled are skipped (idempotent). Call inside a transaction — the matcher's batch
-    — with ``market``, ``maker_order`` and ``taker_order`` loaded on each trade."""
+    — with ``market``, ``maker_order`` and ``taker_order`` loaded on each trade.
+    ``accounts``: every account of ``trade_account_keys``, when the caller has locked
+    them already. ``fresh``: the caller inserted the trades in this transaction, so
+    none can have been settled before (the matcher's batch)."""
     if not trades:
         return []
-    accounts = ledger_accounts_lock_keys(k for t in trades for k in trade_account_keys(t))
+    keys = [k for t in trades for k in trade_account_keys(t)]
+    if accounts is None or not all(k in accounts for k in keys):
+        accounts = ledger_accounts_lock_keys(keys)
     # Checked under the locks, so a concurrent settlement of the same fill is seen.
-    already = posted_keys(f"trade:{t.pk}" for t in trades)
+    already = set() if fresh else posted_keys(f"trade:{t.pk}" for t in trades)
     todo = [t for t in trades if f"trade:{t.pk}" not in already]
     if not todo:
         return []
     posted = entries_post([_trade_entry(trade, accounts) for trade in todo])
+    # In the settling transaction and only for the fills it settles: positions and
+    # statistics move exactly once per trade, and never without the money.
+    positions_apply(trades=todo)
     # The matcher writes its trades SETTLED in the transaction that settles them; a
     # trade settled later (a replay, a repair) is marked here.
-    Trade.objects.filter(pk__in=[t.pk for t in todo]).exclude(
-        settlement_status=SettlementStatus.SETTLED
-    ).update(settlement_status=SettlementStatus.SETTLED, settled_at=timezone.now())
+    unmarked = [t.pk for t in todo if t.settlement_status != SettlementStatus.SETTLED]
+    if unmarked:
+        Trade.objects.filter(pk__in=unmarked).exclude(
+            settlement_status=SettlementStatus.SETTLED
+        ).update(settlement_status=SettlementStatus.SETTLED, settled_at=timezone.now())
     return posted
 
 

@@ -130,6 +130,12 @@ def _withdrawal_accounts(operation: VaultOperation):
     return (accounts[k] for k in keys)
 
 
+def withdrawal_idempotency_key(*, account_id: int, client_key: str) -> str:
+    """The stored key of a trader's withdrawal request: the trader's own id for it,
+    scoped to the trader."""
+    return f"withdrawal:{account_id}:{client_key}"
+
+
 @transaction.atomic(durable=True)
 def withdrawal_request(
     *,
@@ -144,7 +150,7 @@ def withdrawal_request(
     with the same key returns the original request."""
     amount = _positive(amount)
     destination = wallet_address_normalize(destination_address)
-    key = f"withdrawal:{account.pk}:{idempotency_key}"
+    key = withdrawal_idempotency_key(account_id=account.pk, client_key=idempotency_key)
     existing = VaultOperation.objects.filter(idempotency_key=key).first()
     if existing:
         return _same_request(

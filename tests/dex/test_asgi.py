@@ -54,6 +54,9 @@ def test_system_socket_closes_on_a_message_it_does_not_know(message):
         await communicator.send_to(text_data=message)
         error = await communicator.receive_json_from()
         closed = await communicator.receive_output()
+        # A server-side close is answered with websocket.disconnect, as a server would,
+        # so the consumer finishes here rather than being cancelled with the event loop.
+        await communicator.disconnect(code=closed["code"])
         return error, closed
 
     error, closed = async_to_sync(run)()

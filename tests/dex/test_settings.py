@@ -6,6 +6,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from channels_redis.core import RedisChannelLayer
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from dex.settings.services import redis_settings
@@ -83,8 +85,19 @@ def test_settings_need_a_database_url():
 )
 def test_one_redis_url_configures_every_client(url, channels, celery):
     derived = redis_settings(url)
-    assert derived.channels_host == {"address": channels}
+    assert derived.channels_host == {
+        "address": channels,
+        "socket_timeout": 15.0,
+        "max_connections": 1000,
+    }
     assert derived.celery_url == celery
+
+
+def test_the_channel_layer_outwaits_its_own_blocking_reads():
+    # An idle channel's receive blocks in Redis for brpop_timeout; a socket timeout no
+    # longer than that fails the read and closes the WebSocket waiting on it.
+    host = settings.CHANNEL_LAYERS["default"]["CONFIG"]["hosts"][0]
+    assert host["socket_timeout"] > RedisChannelLayer.brpop_timeout
 
 
 def test_an_unknown_redis_scheme_is_a_clear_error():

@@ -6,20 +6,15 @@ names what is wrong."""
 
 import contextlib
 import json
-import os
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
 from decimal import Decimal
-from pathlib import Path
-from urllib.parse import quote
 
 import pytest
-from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.db.models import Count, Q, Sum
@@ -52,94 +47,10 @@ from portfolio.models import (
 )
 from portfolio.reconciliation import ledger_check
 from tests.factories import AccountFactory, place_order
+from tests.live import wait_for
 from tests.portfolio import sim
 
 D = Decimal
-REPO = Path(__file__).resolve().parents[2]
-POLL = "0.05"
-
-
-def database_url() -> str:
-    """The URL of the database this test runs on (the test database, not the one
-    DATABASE_URL names), TCP or unix socket, for the matcher process."""
-    db = connection.settings_dict
-    user = quote(db.get("USER") or "postgres")
-    password = f":{quote(db['PASSWORD'])}" if db.get("PASSWORD") else ""
-    host = db.get("HOST") or db.get("OPTIONS", {}).get("host") or ""
-    port = str(db.get("PORT") or "")
-    if host and not host.startswith("/"):
-        return f"postgres://{user}{password}@{host}{':' + port if port else ''}/{db['NAME']}"
-    query = f"?host={quote(host)}" if host else ""
-    if port:
-        query += f"{'&' if query else '?'}port={port}"
-    return f"postgresql://{user}{password}@/{db['NAME']}{query}"
-
-
-class Matchers:
-    """Starts ``run_matcher`` processes for one market and kills whatever is left."""
-
-    def __init__(self, symbol: str, logs: Path) -> None:
-        self.symbol = symbol
-        self.logs = logs
-        self.procs: list[subprocess.Popen] = []
-        self.command = [sys.executable, "manage.py", "run_matcher"]
-        self.env = {
-            **os.environ,
-            "DJANGO_SETTINGS_MODULE": "dex.settings.test",
-            "DATABASE_URL": database_url(),
-            "REDIS_URL": settings.REDIS_URL,
-        }
-
-    def start(self) -> subprocess.Popen:
-        log = open(self.logs / f"matcher-{len(self.procs)}.log", "wb")  # noqa: SIM115
-        with log:
-            proc = subprocess.Popen(
-                [*self.command, "--market", self.symbol, "--poll-interval", POLL],
-                cwd=REPO,
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        self.procs.append(proc)
-        return proc
-
-    def kill(self, proc: subprocess.Popen) -> None:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-
-    def kill_all(self) -> None:
-        for proc in self.procs:
-            with contextlib.suppress(ProcessLookupError):
-                self.kill(proc)
-
-    def log_tail(self) -> str:
-        return "\n".join(
-            f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(self.logs.glob("*.log"))
-        )
-
-
-@pytest.fixture
-def matchers(market, tmp_path):
-    client = redis_client()
-    client.delete(book_key(market.symbol), heartbeat_key(market.symbol))
-    running = Matchers(market.symbol, tmp_path)
-    yield running
-    running.kill_all()
-    client.delete(book_key(market.symbol), heartbeat_key(market.symbol))
-
-
-def wait_for(condition, timeout: float, what: str, matchers: Matchers | None = None):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        time.sleep(0.02)
-    raise AssertionError(
-        f"timed out after {timeout}s waiting for {what}"
-        + (f"\n{matchers.log_tail()}" if matchers else "")
-    )
 
 
 def pending(market) -> int:

@@ -149,7 +149,7 @@ def test_a_frozen_account_cannot_place_orders(market, buyer, nothing_written):
     buyer.save(update_fields=["status"])
     with pytest.raises(OrderRejected) as refused:
         order_place(account=buyer, market=market, request=order_request())
-    assert refused.value.code == "ACCOUNT_NOT_ACTIVE"
+    assert refused.value.code == "ACCOUNT_FROZEN"
 
 
 @pytest.mark.django_db

@@ -429,6 +429,48 @@ def test_every_status_change_lands_in_the_history_table():
     ]
 
 
+def test_one_update_of_many_orders_records_each_status_change_once():
+    moved, kept = OrderFactory(), OrderFactory()
+    advance(kept, OrderStatus.OPEN)
+    sql(
+        "UPDATE exchange_order SET status = 'OPEN', sequence = id, accepted_at = now()"
+        " WHERE id IN (%s, %s) AND status = 'PENDING'",
+        [moved.pk, kept.pk],
+    )
+    sql("UPDATE exchange_order SET metadata = '{}' WHERE id IN (%s, %s)", [moved.pk, kept.pk])
+    assert list(
+        OrderStatusHistory.objects.filter(order__in=[moved, kept])
+        .order_by("order", "id")
+        .values_list("order", "from_status", "to_status")
+    ) == [
+        (moved.pk, None, "PENDING"),
+        (moved.pk, "PENDING", "OPEN"),
+        (kept.pk, None, "PENDING"),
+        (kept.pk, "PENDING", "OPEN"),
+    ]
+
+
+def test_an_orders_id_is_read_only():
+    order = OrderFactory()
+    with refused("identity_read_only|read.only|Cannot"):
+        sql("UPDATE exchange_order SET id = id + 1000000 WHERE id = %s", [order.pk])
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "rule"),
+    [
+        ("order_hash", "0x" + "a" * 63, "order_hash_format"),
+        ("order_hash", "0x" + "a" * 63 + "G", "order_hash_format"),
+        ("signature", "0x" + "b" * 129, "order_signature_format"),
+        ("signature", "0X" + "b" * 130, "order_signature_format"),
+        ("client_order_id", "has space", "order_client_order_id_format"),
+    ],
+)
+def test_signed_identity_columns_keep_their_format(column, value, rule):
+    with refused(rule):
+        OrderFactory(**{column: value})
+
+
 def test_status_history_is_append_only():
     order = advance(OrderFactory(), OrderStatus.OPEN)
     row = OrderStatusHistory.objects.filter(order=order).first()
@@ -544,6 +586,29 @@ def test_a_trades_parties_are_its_orders_accounts(crossing_orders):
     elsewhere = advance(OrderFactory(side=Side.BUY), OrderStatus.OPEN)
     with refused("another market"):
         make_trade(maker, elsewhere, buyer=elsewhere.account)
+
+
+def test_a_bad_trade_among_many_in_one_insert_is_refused(crossing_orders):
+    maker, taker = crossing_orders
+    fields = {
+        "market": maker.market,
+        "maker_order": maker,
+        "taker_order": taker,
+        "buyer": taker.account,
+        "seller": maker.account,
+        "aggressor_side": Side.BUY,
+        "price": Decimal(100),
+        "quantity": Decimal("0.01"),
+        "quote_quantity": Decimal(1),
+        "maker_fee": Decimal(0),
+        "taker_fee": Decimal(0),
+    }
+    trades = [Trade(sequence=n, **fields) for n in range(1, 20)]
+    trades.append(Trade(sequence=20, **(fields | {"buyer": AccountFactory()})))
+    with refused("buyer/seller disagree"):
+        Trade.objects.bulk_create(trades)
+    Trade.objects.bulk_create(trades[:-1])
+    assert Trade.objects.filter(maker_order=maker).count() == 19
 
 
 # --- the matcher's command journal ---------------------------------------------------

@@ -12,6 +12,7 @@ from portfolio.models import (
     LedgerAccount,
     LedgerAccountKind,
     LedgerAdjustment,
+    LedgerCheck,
     LedgerTransaction,
     Posting,
 )
@@ -199,3 +200,50 @@ def test_trade_leaves_are_never_negative(market, buyer, seller):
             " VALUES (%s, 1, %s, %s, %s, %s, 'BUY', 100, 1, 100, 0, 0, -1, 0, 'PENDING', now())",
             [market.pk, ask.pk, bid.pk, buyer.pk, seller.pk],
         )
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_unbalanced_transaction_among_many_in_one_insert_is_refused(quote):
+    available, vault = accounts(quote, AccountFactory())
+    values = ",".join(f"('DEPOSIT', 'many-{n}', '')" for n in range(50))
+
+    def insert_fifty_one_short() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO portfolio_ledgertransaction (kind, idempotency_key, description)"
+                f" VALUES {values} RETURNING id"
+            )
+            txns = [row[0] for row in cursor.fetchall()]
+            legs = [(t, vault.pk, -10) for t in txns] + [(t, available.pk, 10) for t in txns]
+            legs[-1] = (txns[-1], available.pk, 9)  # the last one is a unit short
+            cursor.executemany(
+                "INSERT INTO portfolio_posting (transaction_id, ledger_account_id, amount)"
+                " VALUES (%s, %s, %s)",
+                legs,
+            )
+
+    with pytest.raises(IntegrityError, match="does not balance"), transaction.atomic():
+        insert_fifty_one_short()
+    assert not LedgerTransaction.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_transaction_may_get_its_postings_in_later_statements(quote):
+    available, vault = accounts(quote, AccountFactory())
+    with transaction.atomic():
+        post("DEPOSIT", "leg-by-leg", (vault, "-100"), (available, "100"))
+    assert LedgerAccount.objects.get(pk=available.pk).balance == D(100)
+    assert not LedgerCheck.objects.exists()  # each check removes itself once passed
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_queued_balance_check_cannot_be_removed_or_changed(quote):
+    available, vault = accounts(quote, AccountFactory())
+    for statement in (
+        "DELETE FROM portfolio_ledgercheck",
+        "UPDATE portfolio_ledgercheck SET transaction_ids = '{}'",
+    ):
+        with pytest.raises(DatabaseError, match="Cannot"), transaction.atomic():  # noqa: PT012
+            post("DEPOSIT", "dodge", (vault, "-100"), (available, "99"))
+            sql(statement)  # dodging the check queued by the line above
+    assert not LedgerTransaction.objects.exists()

@@ -9,7 +9,8 @@ from portfolio.reconciliation import ledger_check
 class Command(BaseCommand):
     help = (
         "Check that every asset's ledger sums to zero, every balance equals its postings, "
-        "and every hold equals the worst-case cost of its open orders and withdrawals."
+        "every hold equals the worst-case cost of its open orders and withdrawals, and "
+        "positions and trading statistics add up to the settled trades."
     )
 
     def handle(self, *args, **options) -> None:

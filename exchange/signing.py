@@ -1,0 +1,197 @@
+"""What traders sign: EIP-712 typed orders, and the sign-in message of their wallet.
+
+An order's typed struct names every field that decides what the order may do, so a
+signature binds all of them: change one and the recovered signer is another address.
+Prices and sizes are unsigned integers in units of 10⁻⁸ (the platform's precision):
+``1.5`` is ``150000000``, and ``0`` means "not given". ``expiresAt`` is Unix seconds
+(``0`` for orders without an expiry). The domain (name, version, chain id, verifying
+contract) comes from settings and is published at ``/api/v1/eip712/``.
+
+The sign-in message follows EIP-4361 ("Sign-In with Ethereum") and is signed with
+``personal_sign`` (EIP-191).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+
+from django.conf import settings
+from eth_account import Account as EthAccount
+from eth_account.messages import encode_defunct, encode_typed_data
+from eth_utils import keccak
+
+AMOUNT_DECIMALS = 8
+AMOUNT_SCALE = 10**AMOUNT_DECIMALS
+
+ORDER_PRIMARY_TYPE = "Order"
+ORDER_TYPES: dict[str, list[dict[str, str]]] = {
+    "EIP712Domain": [
+        {"name": "name", "type": "string"},
+        {"name": "version", "type": "string"},
+        {"name": "chainId", "type": "uint256"},
+        {"name": "verifyingContract", "type": "address"},
+    ],
+    "Order": [
+        {"name": "account", "type": "address"},
+        {"name": "market", "type": "string"},
+        {"name": "clientOrderId", "type": "string"},
+        {"name": "side", "type": "string"},
+        {"name": "orderType", "type": "string"},
+        {"name": "timeInForce", "type": "string"},
+        {"name": "price", "type": "uint256"},
+        {"name": "stopPrice", "type": "uint256"},
+        {"name": "quantity", "type": "uint256"},
+        {"name": "quoteQuantity", "type": "uint256"},
+        {"name": "protectionPrice", "type": "uint256"},
+        {"name": "displayQuantity", "type": "uint256"},
+        {"name": "postOnly", "type": "bool"},
+        {"name": "selfTradePrevention", "type": "string"},
+        {"name": "expiresAt", "type": "uint256"},
+        {"name": "nonce", "type": "uint256"},
+    ],
+}
+
+
+class SignatureError(ValueError):
+    """A signature that cannot be a secp256k1 signature at all."""
+
+
+@dataclass(frozen=True, slots=True)
+class OrderFields:
+    """The signed fields of an order, as the trader meant them."""
+
+    account: str
+    market: str
+    client_order_id: str
+    side: str
+    order_type: str
+    time_in_force: str
+    nonce: int
+    price: Decimal | None = None
+    stop_price: Decimal | None = None
+    quantity: Decimal | None = None
+    quote_quantity: Decimal | None = None
+    protection_price: Decimal | None = None
+    display_quantity: Decimal | None = None
+    post_only: bool = False
+    self_trade_prevention: str = "EXPIRE_TAKER"
+    expires_at: datetime | None = None
+
+
+def eip712_domain() -> dict:
+    return {
+        "name": settings.EIP712_DOMAIN_NAME,
+        "version": settings.EIP712_DOMAIN_VERSION,
+        "chainId": settings.EIP712_CHAIN_ID,
+        "verifyingContract": settings.EIP712_VERIFYING_CONTRACT,
+    }
+
+
+def to_units(value: Decimal | None) -> int:
+    """``value`` in 10⁻⁸ units; ``None`` is 0. Raises ``ValueError`` when ``value`` has
+    finer precision than that, or is negative."""
+    if value is None:
+        return 0
+    try:
+        scaled = value.scaleb(AMOUNT_DECIMALS)
+        units = int(scaled)
+    except (InvalidOperation, OverflowError, ValueError) as exc:
+        raise ValueError(f"{value} is not a finite amount") from exc
+    if units != scaled or units < 0:
+        raise ValueError(f"{value} is not a non-negative multiple of 10^-{AMOUNT_DECIMALS}")
+    return units
+
+
+def order_message(fields: OrderFields) -> dict:
+    return {
+        "account": fields.account,
+        "market": fields.market,
+        "clientOrderId": fields.client_order_id,
+        "side": fields.side,
+        "orderType": fields.order_type,
+        "timeInForce": fields.time_in_force,
+        "price": to_units(fields.price),
+        "stopPrice": to_units(fields.stop_price),
+        "quantity": to_units(fields.quantity),
+        "quoteQuantity": to_units(fields.quote_quantity),
+        "protectionPrice": to_units(fields.protection_price),
+        "displayQuantity": to_units(fields.display_quantity),
+        "postOnly": bool(fields.post_only),
+        "selfTradePrevention": fields.self_trade_prevention,
+        "expiresAt": int(fields.expires_at.timestamp()) if fields.expires_at else 0,
+        "nonce": int(fields.nonce),
+    }
+
+
+def order_typed_data(fields: OrderFields, domain: dict | None = None) -> dict:
+    """The whole EIP-712 document, as a wallet's ``eth_signTypedData_v4`` takes it."""
+    return {
+        "types": ORDER_TYPES,
+        "primaryType": ORDER_PRIMARY_TYPE,
+        "domain": domain or eip712_domain(),
+        "message": order_message(fields),
+    }
+
+
+def order_digest(fields: OrderFields, domain: dict | None = None) -> bytes:
+    """The 32-byte EIP-712 digest the trader's wallet signs: the order's hash."""
+    signable = encode_typed_data(full_message=order_typed_data(fields, domain))
+    return keccak(b"\x19" + signable.version + signable.header + signable.body)
+
+
+def recover_signer(digest: bytes, signature: str) -> str:
+    """The lowercase address whose key made ``signature`` over ``digest``."""
+    try:
+        raw = bytes.fromhex(signature.removeprefix("0x"))
+        if len(raw) != 65:
+            raise ValueError("a signature is 65 bytes")
+        return EthAccount._recover_hash(digest, signature=raw).lower()
+    except Exception as exc:  # eth-keys raises several types for a malformed signature
+        raise SignatureError(f"not a valid signature: {exc}") from None
+
+
+def sign_order(private_key, fields: OrderFields, domain: dict | None = None) -> tuple[str, str]:
+    """Sign as a client does: returns ``(order_hash, signature)`` as 0x-hex strings."""
+    digest = order_digest(fields, domain)
+    signed = EthAccount._sign_hash(digest, private_key)
+    return "0x" + digest.hex(), "0x" + bytes(signed.signature).hex()
+
+
+# --- sign-in (EIP-4361) ---------------------------------------------------------------
+
+
+def login_message(*, address: str, nonce: str, issued_at: datetime, expires_at: datetime) -> str:
+    """The text a wallet signs to sign in. Its ``Nonce`` is single-use."""
+    return (
+        f"{settings.SIWE_DOMAIN} wants you to sign in with your Ethereum account:\n"
+        f"{address}\n\n"
+        f"Sign in to trade on {settings.EIP712_DOMAIN_NAME}.\n\n"
+        f"URI: {settings.SIWE_URI}\n"
+        f"Version: 1\n"
+        f"Chain ID: {settings.EIP712_CHAIN_ID}\n"
+        f"Nonce: {nonce}\n"
+        f"Issued At: {_iso(issued_at)}\n"
+        f"Expiration Time: {_iso(expires_at)}"
+    )
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def recover_message_signer(message: str, signature: str) -> str:
+    """The lowercase address that ``personal_sign``-ed ``message``."""
+    try:
+        raw = bytes.fromhex(signature.removeprefix("0x"))
+        if len(raw) != 65:
+            raise ValueError("a signature is 65 bytes")
+        return EthAccount.recover_message(encode_defunct(text=message), signature=raw).lower()
+    except Exception as exc:
+        raise SignatureError(f"not a valid signature: {exc}") from None
+
+
+def sign_message(private_key, message: str) -> str:
+    signed = EthAccount.sign_message(encode_defunct(text=message), private_key)
+    return "0x" + bytes(signed.signature).hex()

@@ -1,0 +1,533 @@
+"""The order endpoints: signed placement and every way it is refused, idempotent
+retries, lookups, amend, cancel, lists and fills."""
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from django.utils import timezone
+
+from compliance.models import JurisdictionRule, KycTierLimit
+from exchange.matcher.market import MarketMatcher
+from exchange.models import AccountStatus, CommandKind, MarketStatus, Order, OrderCommand
+from portfolio.models import LedgerTransaction
+from tests.api_support import Wallet, key_client
+
+ORDERS = "/api/v1/orders/"
+D = Decimal
+
+
+def post(client, body, path=ORDERS):
+    return client.post(path, body, format="json")
+
+
+def assert_error(response, status, code):
+    body = response.json()
+    assert response.status_code == status, body
+    assert body["code"] == code, body
+    assert body["message"]
+    return body
+
+
+def nothing_written():
+    return not Order.objects.exists() and not OrderCommand.objects.exists()
+
+
+# --- placement ------------------------------------------------------------------------
+
+
+def test_a_signed_order_is_accepted_pending_with_its_hold_and_command(api, alice, market):
+    body = alice.order(market, client_order_id="first", price="101.5", quantity="2")
+    response = post(api, body)
+    assert response.status_code == 201, response.json()
+    order = response.json()
+    assert order["status"] == "PENDING"
+    assert order["client_order_id"] == "first"
+    assert D(order["price"]) == D("101.5")
+    assert D(order["quantity"]) == 2
+    assert order["market"] == market.symbol
+    assert order["nonce"] == body["nonce"]
+    row = Order.objects.get(pk=order["id"])
+    assert row.account == alice.account
+    assert row.signature == body["signature"]
+    assert order["order_hash"] == row.order_hash
+    assert OrderCommand.objects.filter(order=row, kind=CommandKind.PLACE).count() == 1
+    assert LedgerTransaction.objects.filter(order=row).exists()  # the hold
+
+
+def test_the_response_shows_the_order_after_matching_once_the_matcher_answered(
+    api, alice, bob, bob_api, market
+):
+    post(bob_api, bob.order(market, side="SELL", price="100", quantity="1"))
+    MarketMatcher(market).run_batch()
+    response = post(api, alice.order(market, side="BUY", price="100", quantity="1"))
+    assert response.json()["status"] == "PENDING"  # no matcher answered within the wait
+    MarketMatcher(market).run_batch()
+    got = api.get(f"{ORDERS}{response.json()['id']}/").json()
+    assert got["status"] == "FILLED"
+    assert D(got["average_price"]) == 100
+
+
+def test_a_client_supplied_hash_must_be_the_orders(api, alice, market):
+    body = alice.order(market)
+    response = post(api, body | {"order_hash": "0x" + "ab" * 32})
+    assert_error(response, 401, "ORDER_HASH_MISMATCH")
+    assert nothing_written()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("market", "OTHER-USDC"),
+        ("client_order_id", "someone-else"),
+        ("side", "SELL"),
+        ("type", "MARKET"),
+        ("time_in_force", "IOC"),
+        ("price", "100.01"),
+        ("quantity", "2.001"),
+        ("post_only", True),
+        ("self_trade_prevention", "EXPIRE_MAKER"),
+        ("nonce", "999999"),
+        ("account", "0x" + "11" * 20),
+        ("expires_at", 4102444800),
+    ],
+)
+def test_a_signature_over_any_other_value_of_a_field_is_refused(api, alice, market, field, value):
+    body = alice.order(market)
+    body["signature"] = alice.sign(body, **{field: value})
+    assert_error(post(api, body), 401, "SIGNATURE_MISMATCH")
+    assert nothing_written()
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("client_order_id", "changed"),
+        ("side", "SELL"),
+        ("price", "99"),
+        ("quantity", "1"),
+        ("time_in_force", "GTT"),
+        ("post_only", True),
+        ("self_trade_prevention", "EXPIRE_BOTH"),
+        ("nonce", "424242"),
+        ("display_quantity", "1"),
+    ],
+)
+def test_changing_a_signed_field_after_signing_is_refused(api, alice, market, field, value):
+    body = alice.order(market) | {field: value}
+    if field == "time_in_force":
+        body["expires_at"] = int((timezone.now() + timedelta(hours=1)).timestamp())
+    assert_error(post(api, body), 401, "SIGNATURE_MISMATCH")
+    assert nothing_written()
+
+
+def test_an_order_signed_by_another_wallet_is_refused(api, alice, bob, market):
+    body = alice.order(market)
+    body["signature"] = bob.sign(body, account=alice.account.wallet_address)
+    assert_error(post(api, body), 401, "SIGNATURE_MISMATCH")
+    assert nothing_written()
+
+
+@pytest.mark.parametrize("signature", ["0x" + "00" * 65, "0x" + "ff" * 65])
+def test_a_signature_that_is_no_signature_is_refused(api, alice, market, signature):
+    body = alice.order(market) | {"signature": signature}
+    response = post(api, body)
+    assert response.status_code == 401, response.json()
+    assert response.json()["code"] in {"INVALID_SIGNATURE", "SIGNATURE_MISMATCH"}
+    assert nothing_written()
+
+
+def test_a_reused_nonce_is_refused_and_changes_nothing(api, alice, market):
+    assert post(api, alice.order(market, nonce="77")).status_code == 201
+    assert_error(post(api, alice.order(market, nonce="77")), 409, "NONCE_REUSED")
+    assert Order.objects.count() == 1
+
+
+def test_the_same_client_order_id_returns_the_original_order(api, alice, market):
+    body = alice.order(market, client_order_id="retry-me")
+    first = post(api, body)
+    again = post(api, body)
+    assert first.status_code == 201
+    assert again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    # A retry that was re-signed with a new nonce is still the same order.
+    resigned = post(api, alice.order(market, client_order_id="retry-me"))
+    assert resigned.status_code == 200
+    assert resigned.json()["id"] == first.json()["id"]
+    assert Order.objects.count() == 1
+    assert OrderCommand.objects.count() == 1
+
+
+def test_a_gtt_order_past_its_expiry_is_refused(api, alice, market):
+    expired = int((timezone.now() - timedelta(seconds=5)).timestamp())
+    body = alice.order(market, time_in_force="GTT", expires_at=expired)
+    assert_error(post(api, body), 400, "ALREADY_EXPIRED")
+    assert nothing_written()
+
+
+def test_a_gtt_order_with_a_future_expiry_is_accepted(api, alice, market):
+    expires = int((timezone.now() + timedelta(hours=1)).timestamp())
+    response = post(api, alice.order(market, time_in_force="GTT", expires_at=expires))
+    assert response.status_code == 201, response.json()
+    stored = Order.objects.get(pk=response.json()["id"]).expires_at
+    assert stored == datetime.fromtimestamp(expires, tz=UTC)
+
+
+def test_an_order_beyond_the_balance_is_refused_and_holds_nothing(api, alice, market):
+    body = alice.order(market, price="100", quantity="1000")
+    assert_error(post(api, body), 422, "INSUFFICIENT_FUNDS")
+    assert nothing_written()
+
+
+@pytest.mark.parametrize(
+    ("fields", "code"),
+    [
+        ({"price": "100.001"}, "PRICE_OFF_TICK"),
+        ({"quantity": "1.0001"}, "QUANTITY_OFF_LOT"),
+        ({"type": "MARKET", "price": None}, "PROTECTION_PRICE_REQUIRED"),
+        ({"type": "MARKET"}, "MARKET_ORDER_WITH_PRICE"),
+        ({"quantity": "0.001", "price": "1"}, "BELOW_MIN_NOTIONAL"),
+        ({"post_only": True, "time_in_force": "IOC"}, "POST_ONLY_NOT_ALLOWED"),
+        ({"type": "STOP_LIMIT"}, "MISSING_STOP_PRICE"),
+    ],
+)
+def test_orders_breaking_the_market_rules_are_refused(api, alice, market, fields, code):
+    assert_error(post(api, alice.order(market, **fields)), 400, code)
+    assert nothing_written()
+
+
+# --- malformed input: a 4xx that names the field, never a 500 -------------------------
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("price", "NaN"),
+        ("price", "Infinity"),
+        ("price", "-Infinity"),
+        ("price", "-1"),
+        ("price", "0"),
+        ("price", "1e400"),
+        ("price", "123456789012345678901234567890"),
+        ("price", "100.123456789"),
+        ("price", "abc"),
+        ("price", True),
+        ("price", [1]),
+        ("price", {"a": 1}),
+        ("quantity", "0"),
+        ("quantity", "-2"),
+        ("quantity", "0.000000001"),
+        ("quantity", "NaN"),
+        ("side", "HOLD"),
+        ("side", 1),
+        ("type", "ICEBERG"),
+        ("time_in_force", "FOREVER"),
+        ("nonce", "-1"),
+        ("nonce", "1.5"),
+        ("nonce", str(2**256)),
+        ("nonce", True),
+        ("nonce", "0x10"),
+        ("client_order_id", ""),
+        ("client_order_id", "has space"),
+        ("client_order_id", "x" * 65),
+        ("signature", "0x1234"),
+        ("signature", 12),
+        ("expires_at", -5),
+        ("expires_at", "tomorrow"),
+        ("expires_at", 10**30),
+        ("expires_at", 2**40),
+        ("expires_at", 253_402_300_800),
+        ("post_only", "maybe"),
+        ("market", "x" * 200),
+    ],
+)
+def test_malformed_fields_are_refused_with_the_field_named(api, alice, market, field, value):
+    body = alice.order(market) | {field: value}
+    response = post(api, body)
+    error = assert_error(response, 400, "VALIDATION_ERROR")
+    assert field in error["details"], error
+    assert nothing_written()
+
+
+@pytest.mark.parametrize(
+    "missing", ["market", "client_order_id", "side", "type", "nonce", "signature"]
+)
+def test_a_missing_required_field_is_named(api, alice, market, missing):
+    body = alice.order(market)
+    del body[missing]
+    error = assert_error(post(api, body), 400, "VALIDATION_ERROR")
+    assert missing in error["details"]
+
+
+def test_an_unknown_market_is_404(api, alice, market):
+    body = alice.order(market) | {"market": "NOPE-USDC"}
+    body["signature"] = alice.sign(body)
+    assert_error(post(api, body), 404, "UNKNOWN_MARKET")
+
+
+@pytest.mark.parametrize(
+    ("raw", "content_type"),
+    [
+        ("{not json", "application/json"),
+        ('{"price": NaN}', "application/json"),
+        ('{"price": Infinity}', "application/json"),
+        ("[1, 2, 3]", "application/json"),
+        ('"a string"', "application/json"),
+        ("", "application/json"),
+    ],
+)
+def test_bodies_that_are_not_an_order_object_are_400(api, raw, content_type):
+    response = api.post(ORDERS, raw, content_type=content_type)
+    assert 400 <= response.status_code < 500
+    body = response.json()
+    assert body["code"] in {"MALFORMED_REQUEST", "VALIDATION_ERROR"}
+    assert nothing_written()
+
+
+def test_a_body_that_is_not_json_is_415(api):
+    response = api.post(ORDERS, "side=BUY", content_type="application/x-www-form-urlencoded")
+    assert_error(response, 415, "UNSUPPORTED_MEDIA_TYPE")
+
+
+def test_an_oversized_body_is_413(api, alice, market, settings):
+    body = alice.order(market) | {"padding": "x" * (settings.DATA_UPLOAD_MAX_MEMORY_SIZE + 1)}
+    response = api.post(ORDERS, json.dumps(body), content_type="application/json")
+    assert_error(response, 413, "PAYLOAD_TOO_LARGE")
+    assert nothing_written()
+
+
+# --- compliance gates -----------------------------------------------------------------
+
+
+def test_a_frozen_account_may_not_place(api, alice, market):
+    alice.account.status = AccountStatus.FROZEN
+    alice.account.save(update_fields=["status"])
+    assert_error(post(api, alice.order(market)), 403, "ACCOUNT_FROZEN")
+    assert nothing_written()
+
+
+def test_an_account_without_kyc_may_not_trade(market, quote):
+    wallet = Wallet.create(kyc_tier=0)
+    client = key_client(wallet.account)
+    assert_error(post(client, wallet.order(market)), 403, "KYC_REQUIRED")
+
+
+def test_a_restricted_jurisdiction_may_not_trade_the_market(api, alice, market):
+    JurisdictionRule.objects.create(country="GB", market=market, reason="not licensed")
+    error = assert_error(post(api, alice.order(market)), 403, "JURISDICTION_RESTRICTED")
+    assert "not licensed" in error["message"]
+
+
+def test_a_jurisdiction_rule_for_every_market_applies_too(api, alice, market):
+    JurisdictionRule.objects.create(country="GB", market=None, reason="sanctioned")
+    assert_error(post(api, alice.order(market)), 403, "JURISDICTION_RESTRICTED")
+
+
+def test_the_kyc_tier_caps_the_size_of_an_order(api, alice, market, quote):
+    KycTierLimit.objects.create(kyc_tier=1, quote=quote, max_order_notional=D("150"))
+    assert post(api, alice.order(market, price="100", quantity="1.5")).status_code == 201
+    assert_error(
+        post(api, alice.order(market, price="100", quantity="1.6")), 403, "KYC_LIMIT_EXCEEDED"
+    )
+
+
+def test_a_halted_market_takes_no_orders(api, alice, market):
+    market.status = MarketStatus.HALTED
+    market.save(update_fields=["status"])
+    assert_error(post(api, alice.order(market)), 400, "MARKET_HALTED")
+
+
+# --- batch ----------------------------------------------------------------------------
+
+
+def test_a_batch_places_each_order_on_its_own(api, alice, market):
+    good = alice.order(market, client_order_id="b-1")
+    reused = alice.order(market, client_order_id="b-2", nonce=good["nonce"])
+    other = alice.order(market, client_order_id="b-3", price="99")
+    response = post(api, {"orders": [good, reused, other]}, f"{ORDERS}batch/")
+    assert response.status_code == 200, response.json()
+    results = response.json()["results"]
+    assert [r["ok"] for r in results] == [True, False, True]
+    assert results[1]["code"] == "NONCE_REUSED"
+    assert results[0]["order"]["client_order_id"] == "b-1"
+    assert Order.objects.count() == 2
+
+
+@pytest.mark.parametrize("orders", [[], [{"market": "x"}], "nope", [1] * 3])
+def test_a_malformed_batch_is_refused_whole(api, alice, market, orders):
+    response = post(api, {"orders": orders}, f"{ORDERS}batch/")
+    assert_error(response, 400, "VALIDATION_ERROR")
+    assert nothing_written()
+
+
+def test_a_batch_holds_at_most_twenty(api, alice, market):
+    orders = [alice.order(market) for _ in range(21)]
+    assert_error(post(api, {"orders": orders}, f"{ORDERS}batch/"), 400, "VALIDATION_ERROR")
+    assert nothing_written()
+
+
+# --- lookups, cancel, amend -----------------------------------------------------------
+
+
+def test_an_order_is_found_by_id_and_by_client_order_id(api, alice, market):
+    order = post(api, alice.order(market, client_order_id="find-me")).json()
+    assert api.get(f"{ORDERS}{order['id']}/").json()["client_order_id"] == "find-me"
+    assert api.get(f"{ORDERS}by-client-id/find-me/").json()["id"] == order["id"]
+    assert_error(api.get(f"{ORDERS}by-client-id/nope/"), 404, "UNKNOWN_ORDER")
+    assert_error(api.get(f"{ORDERS}999999999/"), 404, "UNKNOWN_ORDER")
+
+
+def test_cancel_by_id_asks_the_matcher_and_the_order_ends_cancelled(api, alice, market):
+    order = post(api, alice.order(market)).json()
+    MarketMatcher(market).run_batch()
+    response = api.delete(f"{ORDERS}{order['id']}/")
+    assert response.status_code == 202, response.json()  # the matcher has not run yet
+    assert OrderCommand.objects.filter(kind=CommandKind.CANCEL).count() == 1
+    MarketMatcher(market).run_batch()
+    assert api.get(f"{ORDERS}{order['id']}/").json()["status"] == "CANCELLED"
+    assert_error(api.delete(f"{ORDERS}{order['id']}/"), 409, "ORDER_CLOSED")
+
+
+def test_cancel_by_client_order_id(api, alice, market):
+    post(api, alice.order(market, client_order_id="gone"))
+    MarketMatcher(market).run_batch()
+    assert api.delete(f"{ORDERS}by-client-id/gone/").status_code == 202
+    MarketMatcher(market).run_batch()
+    assert api.get(f"{ORDERS}by-client-id/gone/").json()["status"] == "CANCELLED"
+
+
+def test_amend_changes_a_resting_order(api, alice, market):
+    order = post(api, alice.order(market, price="100", quantity="2")).json()
+    MarketMatcher(market).run_batch()
+    response = post(api, {"price": "101", "quantity": "3"}, f"{ORDERS}{order['id']}/amend/")
+    assert response.status_code == 202, response.json()
+    MarketMatcher(market).run_batch()
+    amended = api.get(f"{ORDERS}{order['id']}/").json()
+    assert D(amended["price"]) == 101
+    assert D(amended["quantity"]) == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        ({}, "VALIDATION_ERROR"),
+        ({"price": "-1"}, "VALIDATION_ERROR"),
+        ({"price": "100.001"}, "PRICE_OFF_TICK"),
+        ({"quantity": "NaN"}, "VALIDATION_ERROR"),
+    ],
+)
+def test_bad_amends_are_refused(api, alice, market, body, code):
+    order = post(api, alice.order(market)).json()
+    MarketMatcher(market).run_batch()
+    response = post(api, body, f"{ORDERS}{order['id']}/amend/")
+    assert_error(response, 400, code)
+    assert not OrderCommand.objects.filter(kind=CommandKind.AMEND).exists()
+
+
+def test_cancel_all_cancels_every_open_order_of_the_caller_only(api, bob_api, alice, bob, market):
+    for price in ("98", "99"):
+        post(api, alice.order(market, price=price))
+    post(bob_api, bob.order(market, price="97"))
+    MarketMatcher(market).run_batch()
+    response = post(api, {}, f"{ORDERS}cancel-all/")
+    assert response.status_code == 202, response.json()
+    assert response.json() == [{"market": market.symbol}]
+    MarketMatcher(market).run_batch()
+    statuses = {o.account_id: set() for o in Order.objects.all()}
+    for o in Order.objects.all():
+        statuses[o.account_id].add(o.status)
+    assert statuses[alice.account.pk] == {"CANCELLED"}
+    assert statuses[bob.account.pk] == {"OPEN"}
+
+
+def test_cancel_all_in_an_unknown_market_is_404(api):
+    assert_error(post(api, {"market": "NOPE"}, f"{ORDERS}cancel-all/"), 404, "UNKNOWN_MARKET")
+
+
+# --- lists ----------------------------------------------------------------------------
+
+
+def test_history_pages_with_a_cursor_newest_first_and_filters(api, alice, market):
+    ids = [post(api, alice.order(market, price=str(90 + i))).json()["id"] for i in range(5)]
+    first = api.get(ORDERS, {"limit": 2}).json()
+    assert [o["id"] for o in first["results"]] == ids[::-1][:2]
+    second = api.get(first["next"]).json()
+    assert [o["id"] for o in second["results"]] == ids[::-1][2:4]
+    third = api.get(second["next"]).json()
+    assert [o["id"] for o in third["results"]] == ids[:1]
+    assert third["next"] is None
+    assert api.get(ORDERS, {"side": "SELL"}).json()["results"] == []
+    assert len(api.get(ORDERS, {"status": "PENDING"}).json()["results"]) == 5
+    assert api.get(ORDERS, {"market": "NOPE"}).json()["results"] == []
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"status": "SOMETIMES"}, {"side": "UP"}, {"since": "yesterday"}, {"limit": "x"}],
+)
+def test_bad_list_filters_are_400_or_ignored_never_500(api, params):
+    response = api.get(ORDERS, params)
+    assert response.status_code in (200, 400)
+    if response.status_code == 400:
+        assert response.json()["code"] == "VALIDATION_ERROR"
+
+
+def test_open_orders_leave_out_closed_ones(api, alice, market):
+    keep = post(api, alice.order(market, price="99")).json()
+    gone = post(api, alice.order(market, price="98")).json()
+    MarketMatcher(market).run_batch()
+    api.delete(f"{ORDERS}{gone['id']}/")
+    MarketMatcher(market).run_batch()
+    open_ids = [o["id"] for o in api.get(f"{ORDERS}open/").json()["results"]]
+    assert open_ids == [keep["id"]]
+
+
+def test_fills_show_the_callers_side_role_and_fee(api, bob_api, alice, bob, market):
+    maker = post(bob_api, bob.order(market, side="SELL", price="100", quantity="1")).json()
+    MarketMatcher(market).run_batch()
+    taker = post(api, alice.order(market, side="BUY", price="100", quantity="1")).json()
+    MarketMatcher(market).run_batch()
+    [alice_fill] = api.get("/api/v1/fills/").json()["results"]
+    [bob_fill] = bob_api.get("/api/v1/fills/").json()["results"]
+    assert (alice_fill["side"], alice_fill["liquidity"]) == ("BUY", "TAKER")
+    assert alice_fill["order_id"] == taker["id"]
+    assert D(alice_fill["fee"]) == D("0.05")  # 5 bps of 100
+    assert (bob_fill["side"], bob_fill["liquidity"]) == ("SELL", "MAKER")
+    assert bob_fill["order_id"] == maker["id"]
+    assert D(bob_fill["fee"]) == D("0.02")
+    assert alice_fill["fee_asset"] == "USDC"
+    assert (
+        api.get("/api/v1/fills/", {"order_id": maker["id"]}).json()["results"][0]["id"]
+        == (alice_fill["id"])
+    )
+    assert api.get("/api/v1/fills/", {"market": "NOPE"}).json()["results"] == []
+
+
+@pytest.mark.parametrize("method", ["get", "delete", "put", "patch"])
+def test_the_amend_endpoint_only_amends(api, alice, market, method):
+    order = post(api, alice.order(market)).json()
+    MarketMatcher(market).run_batch()
+    response = getattr(api, method)(f"{ORDERS}{order['id']}/amend/")
+    assert_error(response, 405, "METHOD_NOT_ALLOWED")
+    assert not OrderCommand.objects.exclude(kind=CommandKind.PLACE).exists()
+
+
+def test_order_endpoints_have_their_own_stricter_limit_with_headers(api, alice, market, settings):
+    prefix = f"test:rl:orders:{uuid.uuid4().hex}"
+    settings.API_RATE_LIMIT_KEY_PREFIX = prefix
+    high = (10_000, 60)
+    settings.API_RATE_LIMITS = {
+        "default": {"credential": high, "ip": high, "global": high},
+        "orders": {"credential": (2, 60), "ip": high, "global": high},
+    }
+    first, second = (post(api, alice.order(market)) for _ in range(2))
+    assert (first.status_code, second.status_code) == (201, 201)
+    assert [first["RateLimit-Remaining"], second["RateLimit-Remaining"]] == ["1", "0"]
+    refused = post(api, alice.order(market))
+    assert_error(refused, 429, "RATE_LIMITED")
+    assert int(refused["Retry-After"]) > 0
+    assert Order.objects.count() == 2  # the refused order was not placed
+    # Reads are another bucket: still allowed.
+    assert api.get("/api/v1/balances/").status_code == 200
