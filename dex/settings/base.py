@@ -31,6 +31,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "channels",
     "pgtrigger",
+    "pghistory",
     "exchange",
     "portfolio",
     "compliance",
