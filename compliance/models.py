@@ -463,3 +463,31 @@ class AlertNote(models.Model):
 
     def __str__(self) -> str:
         return f"note on alert #{self.alert_id}"
+
+
+# --------------------------------------------------------------------------------------
+# Permissions for the back office's actions
+# --------------------------------------------------------------------------------------
+
+
+class BackOffice(models.Model):
+    """No table: the permissions of the back office's actions that are not edits of
+    one model, given to the roles (groups) that may take them."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [
+            ("review_kyc", "Can review and decide KYC cases"),
+            ("freeze_account", "Can freeze and unfreeze accounts"),
+            ("close_account", "Can close accounts"),
+            ("cancel_orders", "Can force-cancel an account's or a market's orders"),
+            ("control_market", "Can halt and resume markets and change their fees and limits"),
+            ("triage_alert", "Can assign, note, escalate and close surveillance alerts"),
+            ("run_surveillance", "Can run the surveillance detectors on demand"),
+            ("export_reports", "Can export trade, order and account reports"),
+            ("view_venue", "Can see the venue overview and an account's 360° page"),
+        ]
+
+    def __str__(self) -> str:
+        return "back office"
