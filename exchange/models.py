@@ -161,6 +161,9 @@ class CommandKind(models.TextChoices):
     CANCEL_ALL = "CANCEL_ALL"
     HALT = "HALT"
     RESUME = "RESUME"
+    # A change of the market's fees, minimums or price band (payload: the full new set),
+    # applied by the matcher at its place in the journal.
+    SET_RULES = "SET_RULES"
 
 
 # The LISTEN/NOTIFY channel on which new commands wake the matcher.
@@ -303,6 +306,18 @@ class Market(models.Model):
 
     def __str__(self) -> str:
         return self.symbol
+
+
+# The rules of a trading market that may change while it trades, each only through a
+# SET_RULES command. Tick and lot size are fixed: changing them would move resting
+# orders off the grid.
+MARKET_RULE_FIELDS = (
+    "maker_fee_rate",
+    "taker_fee_rate",
+    "min_quantity",
+    "min_notional",
+    "price_band",
+)
 
 
 # --------------------------------------------------------------------------------------
@@ -873,7 +888,7 @@ class OrderCommand(models.Model):
                 )
                 | Q(kind=CommandKind.CANCEL_ALL, order__isnull=True)
                 | Q(
-                    kind__in=[CommandKind.HALT, CommandKind.RESUME],
+                    kind__in=[CommandKind.HALT, CommandKind.RESUME, CommandKind.SET_RULES],
                     order__isnull=True,
                     account__isnull=True,
                 ),

@@ -31,6 +31,7 @@ from exchange import engine
 from exchange.matcher.convert import QUANTUM, market_units, to_engine
 from exchange.models import (
     LIVE_STATUSES,
+    MARKET_RULE_FIELDS,
     STOP_TYPES,
     TERMINAL_STATUSES,
     CommandKind,
@@ -226,6 +227,8 @@ class _Batch:
         elif kind == CommandKind.HALT:
             events = book.halt()
             self._market_status(MarketStatus.HALTED)
+        elif kind == CommandKind.SET_RULES:
+            events = self._market_rules(command.payload)
         else:
             events = book.resume()
             self._market_status(MarketStatus.OPEN)
@@ -268,6 +271,20 @@ class _Batch:
         if self.m.market.status != status:
             Market.objects.filter(pk=self.m.market.pk).update(status=status)
             self.m.market.status = status
+
+    def _market_rules(self, payload: dict) -> list[engine.Event]:
+        """Apply new fees, minimums or price band: the market row changes in this batch,
+        and the band binds the market orders from the next command on. Orders already
+        accepted keep the fee rates they were accepted at (their holds reserve those);
+        the web tier reads the new rates and minimums from the row for later orders."""
+        rules = {name: Decimal(payload[name]) for name in MARKET_RULE_FIELDS if name in payload}
+        market = self.m.market
+        Market.objects.filter(pk=market.pk).update(**rules)
+        for name, value in rules.items():
+            setattr(market, name, value)
+        if "price_band" in rules:
+            self.m.book.price_band_bps = int(rules["price_band"] * 10_000)
+        return []
 
     def _amend(self, command: OrderCommand) -> list[engine.Event]:
         """Apply an amend, first making sure the trader can fund a larger order: the
