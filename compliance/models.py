@@ -5,6 +5,7 @@ freezes and beneficial owners, surveillance alerts, and the append-only audit tr
 
 from __future__ import annotations
 
+import pghistory
 import pgtrigger
 from django.conf import settings
 from django.db import models
@@ -22,6 +23,7 @@ from dex.db import (
     updated_at_trigger,
 )
 from exchange.models import Account, Asset, Market
+from portfolio.models import FeeTier
 
 # Below this tier an account may sign in, deposit and withdraw, but not trade.
 MIN_TRADING_KYC_TIER = 1
@@ -50,6 +52,49 @@ class KycTierLimit(models.Model):
 
     def __str__(self) -> str:
         return f"tier {self.kyc_tier}: {self.max_order_notional} {self.quote}"
+
+
+class KycFundingLimit(models.Model):
+    """How much a KYC tier may deposit and withdraw of an asset in any 24 hours
+    (``compliance.gates.DAILY_LIMIT_WINDOW``). A blank limit, or no row, is no limit;
+    zero allows none."""
+
+    kyc_tier = models.PositiveSmallIntegerField()
+    asset = models.ForeignKey(Asset, on_delete=models.PROTECT, related_name="+")
+    daily_deposit_max = AmountField(
+        null=True, blank=True, help_text="Deposits credited in any 24 hours; blank: no limit."
+    )
+    daily_withdrawal_max = AmountField(
+        null=True,
+        blank=True,
+        help_text="Withdrawals requested in any 24 hours (less refused ones); blank: no limit.",
+    )
+    created_at = CreatedAtField()
+    updated_at = UpdatedAtField()
+
+    class Meta:
+        ordering = ["kyc_tier", "asset"]
+        verbose_name = "KYC funding limit"
+        constraints = [
+            models.UniqueConstraint(fields=["kyc_tier", "asset"], name="kycfundinglimit_unique"),
+            models.CheckConstraint(
+                condition=Q(daily_deposit_max__isnull=True) | Q(daily_deposit_max__gte=0),
+                name="kycfundinglimit_deposit_non_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(daily_withdrawal_max__isnull=True) | Q(daily_withdrawal_max__gte=0),
+                name="kycfundinglimit_withdrawal_non_negative",
+            ),
+            models.CheckConstraint(
+                condition=Q(daily_deposit_max__isnull=False)
+                | Q(daily_withdrawal_max__isnull=False),
+                name="kycfundinglimit_sets_a_limit",
+            ),
+        ]
+        triggers = [updated_at_trigger()]
+
+    def __str__(self) -> str:
+        return f"tier {self.kyc_tier}: {self.asset} per day"
 
 
 class JurisdictionRule(models.Model):
@@ -491,3 +536,56 @@ class BackOffice(models.Model):
 
     def __str__(self) -> str:
         return "back office"
+
+
+# --------------------------------------------------------------------------------------
+# Change history
+# --------------------------------------------------------------------------------------
+
+
+def _change_history(tracked: type[models.Model], model_name: str) -> type[models.Model]:
+    """An append-only table of every insert, update and delete of ``tracked``'s rows,
+    each a snapshot of the row (``updated_at`` aside: a change is a change of
+    something else). Triggers in the database write it, so a change made by raw SQL
+    is recorded too; ``pgh_context`` holds the request's user id and URL when the
+    change came through the web (``pghistory.middleware.HistoryMiddleware``)."""
+    return pghistory.create_event_model(
+        tracked,
+        pghistory.InsertEvent(),
+        pghistory.UpdateEvent(),
+        pghistory.DeleteEvent(),
+        exclude=["updated_at"],
+        obj_field=pghistory.ObjForeignKey(related_name="change_history"),
+        context_field=pghistory.ContextJSONField(),
+        append_only=True,
+        app_label="compliance",
+        model_name=model_name,
+        abstract=False,
+        meta={
+            "ordering": ["-pgh_created_at", "-pgh_id"],
+            "verbose_name": f"{tracked._meta.verbose_name} change",
+        },
+    )
+
+
+AccountHistory = _change_history(Account, "AccountHistory")
+MarketHistory = _change_history(Market, "MarketHistory")
+FeeTierHistory = _change_history(FeeTier, "FeeTierHistory")
+KycCaseHistory = _change_history(KycCase, "KycCaseHistory")
+JurisdictionRuleHistory = _change_history(JurisdictionRule, "JurisdictionRuleHistory")
+KycTierLimitHistory = _change_history(KycTierLimit, "KycTierLimitHistory")
+KycFundingLimitHistory = _change_history(KycFundingLimit, "KycFundingLimitHistory")
+
+# Every model whose changes are kept, and the table that keeps them.
+CHANGE_HISTORY: dict[type[models.Model], type[models.Model]] = {
+    history.pgh_tracked_model: history
+    for history in (
+        AccountHistory,
+        MarketHistory,
+        FeeTierHistory,
+        KycCaseHistory,
+        JurisdictionRuleHistory,
+        KycTierLimitHistory,
+        KycFundingLimitHistory,
+    )
+}
