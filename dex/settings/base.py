@@ -47,7 +47,11 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Attaches the staff user and URL of a write to the change-history rows it makes.
+    "pghistory.middleware.HistoryMiddleware",
 ]
+# Reads change nothing, so only writes carry the history context.
+PGHISTORY_MIDDLEWARE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 
 ROOT_URLCONF = "dex.urls"
 ASGI_APPLICATION = "dex.asgi.application"
@@ -285,6 +289,12 @@ SIWE_DOMAIN = env.str("SIWE_DOMAIN", default="localhost:8000")
 SIWE_URI = env.str("SIWE_URI", default="http://localhost:8000")
 LOGIN_CHALLENGE_TTL = env.int("LOGIN_CHALLENGE_TTL", default=300)
 SESSION_TOKEN_TTL = env.int("SESSION_TOKEN_TTL", default=24 * 3600)
+
+# --- KYC ------------------------------------------------------------------------------
+# Document numbers are kept only as SHA-256 of this salt and the number: set a secret
+# value in production, and never change it (the hashes of stored documents would no
+# longer match new submissions of the same document).
+KYC_DOCUMENT_SALT = env.str("KYC_DOCUMENT_SALT", default="dex-development-kyc-document-salt")
 
 # --- Row-level security -----------------------------------------------------------------
 # The PostgreSQL role trader reads run under (``dex.api.rls``); the migration
