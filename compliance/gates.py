@@ -1,14 +1,28 @@
-"""What stops an account from trading: checked when an order is placed."""
+"""What stops an account from trading (checked when an order is placed), from signing
+in, and from moving funds in and out (checked by the vault's services)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import timedelta
 from decimal import Decimal
 
 from django.db import connection
+from django.db.models import Sum
+from django.utils import timezone
 
-from compliance.models import MIN_TRADING_KYC_TIER, JurisdictionRule, KycTierLimit
-from exchange.models import Account, AccountStatus, Market, MarketStatus
+from compliance.models import (
+    MIN_TRADING_KYC_TIER,
+    JurisdictionRule,
+    KycFundingLimit,
+    KycTierLimit,
+)
+from exchange.models import Account, AccountStatus, Asset, Market, MarketStatus
+from portfolio.models import VaultOperation, VaultOperationKind, VaultOperationStatus
+
+# A tier's "daily" deposit and withdrawal limits hold over any 24 hours, not per
+# calendar day: a trader cannot double them across midnight.
+DAILY_LIMIT_WINDOW = timedelta(hours=24)
 
 _RULES_SQL = f"""
 SELECT
@@ -58,3 +72,107 @@ def placement_refusal(
             f"than {account.kyc_tier}",
         )
     return None
+
+
+def jurisdiction_block(country: str) -> str | None:
+    """Why residents of ``country`` may use no market at all (a rule for every market),
+    or None."""
+    if not country:
+        return None
+    return (
+        JurisdictionRule.objects.filter(country=country, market__isnull=True)
+        .values_list("reason", flat=True)
+        .first()
+    )
+
+
+def _jurisdiction_refusal(account: Account, what: str) -> GateRefusal | None:
+    reason = jurisdiction_block(account.country)
+    if reason is None:
+        return None
+    return GateRefusal(
+        "JURISDICTION_RESTRICTED", f"{what} is not available in {account.country}: {reason}"
+    )
+
+
+def sign_in_refusal(*, account: Account) -> GateRefusal | None:
+    """Why ``account`` may not sign in, or None when it may."""
+    return _jurisdiction_refusal(account, "the exchange")
+
+
+def _moved_in_window(account: Account, asset: Asset, kind: str, statuses) -> Decimal:
+    since = timezone.now() - DAILY_LIMIT_WINDOW
+    total = VaultOperation.objects.filter(
+        account=account, asset=asset, kind=kind, status__in=statuses, created_at__gte=since
+    ).aggregate(total=Sum("amount"))["total"]
+    return total or Decimal(0)
+
+
+def _funding_limit(account: Account, asset: Asset) -> KycFundingLimit | None:
+    return KycFundingLimit.objects.filter(kyc_tier=account.kyc_tier, asset=asset).first()
+
+
+def _over_daily_limit(
+    *, code: str, what: str, amount: Decimal, so_far: Decimal, limit: Decimal, asset, tier: int
+) -> GateRefusal | None:
+    if so_far + amount <= limit:
+        return None
+    room = max(limit - so_far, Decimal(0))
+    return GateRefusal(
+        code,
+        f"KYC tier {tier} may {what} {limit} {asset.symbol} in 24 hours; "
+        f"{so_far} already, so at most {room} more",
+    )
+
+
+def deposit_refusal(*, account: Account, asset: Asset, amount: Decimal) -> GateRefusal | None:
+    """Why a deposit of ``amount`` may not be credited to ``account``, or None. Call
+    while holding the lock on the account's available balance of ``asset``, so that
+    concurrent deposits are counted one after the other."""
+    limit = _funding_limit(account, asset)
+    if limit is None or limit.daily_deposit_max is None:
+        return None
+    return _over_daily_limit(
+        code="DAILY_DEPOSIT_LIMIT_EXCEEDED",
+        what="deposit",
+        amount=amount,
+        so_far=_moved_in_window(
+            account, asset, VaultOperationKind.DEPOSIT, [VaultOperationStatus.COMPLETED]
+        ),
+        limit=limit.daily_deposit_max,
+        asset=asset,
+        tier=account.kyc_tier,
+    )
+
+
+# A withdrawal counts against the limit from its request on, unless it was refused or
+# failed (its funds went back to the trader).
+_COUNTED_WITHDRAWALS = [
+    VaultOperationStatus.REQUESTED,
+    VaultOperationStatus.APPROVED,
+    VaultOperationStatus.PROCESSING,
+    VaultOperationStatus.COMPLETED,
+]
+
+
+def withdrawal_refusal(*, account: Account, asset: Asset, amount: Decimal) -> GateRefusal | None:
+    """Why ``account`` may not withdraw ``amount`` of ``asset``, or None. Call while
+    holding the lock on the account's available balance of ``asset``, so that
+    concurrent requests are counted one after the other."""
+    refusal = _jurisdiction_refusal(account, "withdrawing")
+    if refusal is not None:
+        return refusal
+    limit = _funding_limit(account, asset)
+    if limit is None or limit.daily_withdrawal_max is None:
+        return None
+    return _over_daily_limit(
+        code="DAILY_WITHDRAWAL_LIMIT_EXCEEDED",
+        what="withdraw",
+        amount=amount,
+        so_far=_moved_in_window(
+            account, asset, VaultOperationKind.WITHDRAWAL, _COUNTED_WITHDRAWALS
+        ),
+        limit=limit.daily_withdrawal_max,
+        asset=asset,
+        tier=account.kyc_tier,
+    )

@@ -23,6 +23,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from compliance.gates import sign_in_refusal
 from dex.redis import redis_client
 from exchange.models import Account, AccountStatus, ApiKey, ApiKeyScope
 from exchange.services.accounts import account_register, wallet_address_normalize
@@ -97,6 +98,9 @@ def login_complete(*, message: str, signature: str) -> Session:
     account = _account_for_wallet(signer)
     if account.status == AccountStatus.CLOSED:
         raise SignInError("ACCOUNT_CLOSED", "this account is closed")
+    refusal = sign_in_refusal(account=account)
+    if refusal is not None:
+        raise SignInError(refusal.code, refusal.message)
     token = secrets.token_urlsafe(32)
     ttl = settings.SESSION_TOKEN_TTL
     redis_client().set(_session_key(token), account.pk, ex=ttl)

@@ -8,6 +8,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from compliance.gates import GateRefusal, deposit_refusal, withdrawal_refusal
 from exchange.models import Account, AccountStatus, Asset
 from exchange.services.accounts import wallet_address_normalize
 from portfolio.lock_objects import vault_operation_lock
@@ -45,6 +46,15 @@ class InvalidTransition(VaultError):
     code = "INVALID_STATE"
 
 
+class ComplianceRefusal(VaultError):
+    """A compliance rule refuses the movement: the trader's jurisdiction, or their KYC
+    tier's daily limit. ``code`` says which."""
+
+    def __init__(self, refusal: GateRefusal) -> None:
+        super().__init__(refusal.message)
+        self.code = refusal.code
+
+
 def _positive(amount: Decimal) -> Decimal:
     if not isinstance(amount, Decimal) or not amount.is_finite() or amount <= 0:
         raise VaultError(f"amount must be a positive decimal, not {amount!r}")
@@ -75,7 +85,12 @@ def deposit_credit(
 ) -> VaultOperation:
     """Credit a deposit seen on chain (the vault's Deposit event ``tx_hash``/``log_index``)
     to the trader's available balance. The same event credits once, however often it
-    is reported."""
+    is reported.
+
+    A deposit past the daily limit of the trader's KYC tier is refused
+    (:class:`ComplianceRefusal`) and credits nothing: the funds wait in the vault,
+    unallocated, and are credited when the event is reported again within the limit
+    (a later day, or after the tier is raised)."""
     amount = _positive(amount)
     key = f"deposit:{tx_hash.lower()}:{log_index}"
     existing = VaultOperation.objects.filter(idempotency_key=key).first()
@@ -92,6 +107,9 @@ def deposit_credit(
     existing = VaultOperation.objects.filter(idempotency_key=key).first()
     if existing:
         return _same_request(existing, account_id=account.pk, asset_id=asset.pk, amount=amount)
+    refusal = deposit_refusal(account=account, asset=asset, amount=amount)  # under the lock
+    if refusal is not None:
+        raise ComplianceRefusal(refusal)
     operation = VaultOperation.objects.create(
         account=account,
         asset=asset,
@@ -147,7 +165,9 @@ def withdrawal_request(
 ) -> VaultOperation:
     """Hold ``amount`` for a withdrawal to ``destination_address``. It is approved at
     once when within the trader's KYC-tier limit, otherwise it waits for staff. A retry
-    with the same key returns the original request."""
+    with the same key returns the original request. Refused
+    (:class:`ComplianceRefusal`) to residents of a country barred from every market,
+    and past the daily withdrawal limit of the trader's KYC tier."""
     amount = _positive(amount)
     destination = wallet_address_normalize(destination_address)
     key = withdrawal_idempotency_key(account_id=account.pk, client_key=idempotency_key)
@@ -174,6 +194,9 @@ def withdrawal_request(
         return _same_request(
             existing, asset_id=asset.pk, amount=amount, destination_address=destination
         )
+    refusal = withdrawal_refusal(account=account, asset=asset, amount=amount)
+    if refusal is not None:
+        raise ComplianceRefusal(refusal)
     require_available(available, amount, asset.symbol)
     operation.save()
     entries_post(
