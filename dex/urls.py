@@ -13,6 +13,7 @@ admin.site.site_url = None
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
+    path("admin/compliance/reports/", include("compliance.admin.reports")),
     path("admin/", admin.site.urls),
     path("dashboard/", dashboard, name="dashboard"),
     path("dashboard/<str:symbol>/", dashboard, name="dashboard-market"),
