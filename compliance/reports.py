@@ -54,6 +54,8 @@ CHUNK_SIZE = 2000
 TOP_ACCOUNTS = 10
 
 Row = list[str]
+# The largest id a BIGINT column holds: a larger number names no account.
+MAX_ID = 2**63 - 1
 
 
 # --------------------------------------------------------------------------------------
@@ -651,15 +653,12 @@ class ReportForm(forms.Form):
 
     def parameters(self) -> dict[str, Any]:
         """The cleaned parameters as JSON-safe values, for the export's audit record."""
-        values = {"start": text(self.cleaned_data["start"]), "end": text(self.cleaned_data["end"])}
-        for name in ("market", "account"):
-            if name in self.fields:
-                value = self.cleaned_data.get(name)
-                values[name] = (
-                    None
-                    if value is None
-                    else getattr(value, "symbol", None) or value.wallet_address
-                )
+        data = self.cleaned_data
+        values: dict[str, Any] = {"start": text(data["start"]), "end": text(data["end"])}
+        if "market" in self.fields:
+            values["market"] = data["market"].symbol if data.get("market") else None
+        if "account" in self.fields:
+            values["account"] = data["account"].wallet_address if data.get("account") else None
         return values
 
 
@@ -688,7 +687,7 @@ class AccountField(forms.CharField):
             return None
         if re.fullmatch(ADDRESS_REGEX, value.lower()):
             lookup = {"wallet_address": value.lower()}
-        elif value.isdigit():
+        elif value.isdigit() and int(value) <= MAX_ID:
             lookup = {"pk": int(value)}
         else:
             raise forms.ValidationError("Give a wallet address (0x and 40 hex digits) or an id.")

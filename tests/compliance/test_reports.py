@@ -514,6 +514,11 @@ def test_statement_and_venue_exports_are_recorded_against_their_subject(client, 
             {"start": "2026-03-02", "end": "2026-03-03", "account": "alice"},
             "Give a wallet address",
         ),
+        (
+            "statement",
+            {"start": "2026-03-02", "end": "2026-03-03", "account": "9" * 20},
+            "Give a wallet address",
+        ),
         ("surveillance", {"start": "2026-02-30", "end": "2026-03-03"}, "Enter a valid date/time."),
     ],
 )
