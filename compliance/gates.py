@@ -120,9 +120,14 @@ def _over_daily_limit(
     room = max(limit - so_far, Decimal(0))
     return GateRefusal(
         code,
-        f"KYC tier {tier} may {what} {limit} {asset.symbol} in 24 hours; "
-        f"{so_far} already, so at most {room} more",
+        f"KYC tier {tier} may {what} {_plain(limit)} {asset.symbol} in 24 hours; "
+        f"{_plain(so_far)} already, so at most {_plain(room)} more",
     )
+
+
+def _plain(amount: Decimal) -> str:
+    """``amount`` without trailing zeros or exponent: 100.00000000 → 100."""
+    return f"{amount.normalize():f}"
 
 
 def deposit_refusal(*, account: Account, asset: Asset, amount: Decimal) -> GateRefusal | None:

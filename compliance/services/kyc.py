@@ -143,6 +143,8 @@ def _transition(case: KycCase, to: str, step: str, **fields: Any) -> None:
     """Move a locked ``case`` to ``to`` (with ``fields``), as the database's state
     machine allows or refuses."""
     was = case.status
+    if was == to:  # not a transition: the state machine's trigger would let it pass
+        raise KycTransitionError(f"KYC case #{case.pk} is already {KycStatus(was).label}")
     case.status = to
     for name, value in fields.items():
         setattr(case, name, value)
