@@ -147,6 +147,44 @@ ORDER_ARCHIVE_INTERVAL = env.int("ORDER_ARCHIVE_INTERVAL", default=3600)
 ORDER_ARCHIVE_AFTER_DAYS = env.int("ORDER_ARCHIVE_AFTER_DAYS", default=90)
 ORDER_ARCHIVE_BATCH = env.int("ORDER_ARCHIVE_BATCH", default=10_000)
 
+# --- Market surveillance (compliance.surveillance) ------------------------------------
+# The detectors scan windows of WINDOW_SECONDS aligned on the Unix epoch; the scheduled
+# scan runs every SCAN_INTERVAL seconds over the last CATCHUP_WINDOWS complete windows
+# that ended at least SETTLE_SECONDS ago (so late cancels and trades are in). Each
+# threshold is described in its detector's module docstring. Ratios and multiples are
+# decimal strings.
+SURVEILLANCE_SCAN_INTERVAL = env.int("SURVEILLANCE_SCAN_INTERVAL", default=60)
+SURVEILLANCE = {
+    "WINDOW_SECONDS": env.int("SURVEILLANCE_WINDOW_SECONDS", default=300),
+    "SETTLE_SECONDS": env.int("SURVEILLANCE_SETTLE_SECONDS", default=60),
+    "CATCHUP_WINDOWS": env.int("SURVEILLANCE_CATCHUP_WINDOWS", default=3),
+    "MAX_RUN_WINDOWS": env.int("SURVEILLANCE_MAX_RUN_WINDOWS", default=2016),
+    # Wash trading: trades between one account or accounts of one beneficial owner.
+    "WASH_MIN_TRADES": env.int("SURVEILLANCE_WASH_MIN_TRADES", default=2),
+    "WASH_MIN_NOTIONAL": env.str("SURVEILLANCE_WASH_MIN_NOTIONAL", default="0"),
+    "WASH_HIGH_VOLUME_SHARE": env.str("SURVEILLANCE_WASH_HIGH_VOLUME_SHARE", default="0.25"),
+    # Spoofing / layering: large orders cancelled quickly, (nearly) unfilled.
+    "SPOOF_SIZE_MULTIPLE": env.str("SURVEILLANCE_SPOOF_SIZE_MULTIPLE", default="10"),
+    "SPOOF_BASELINE_SECONDS": env.int("SURVEILLANCE_SPOOF_BASELINE_SECONDS", default=3600),
+    "SPOOF_MIN_BASELINE_ORDERS": env.int("SURVEILLANCE_SPOOF_MIN_BASELINE_ORDERS", default=20),
+    "SPOOF_CANCEL_SECONDS": env.int("SURVEILLANCE_SPOOF_CANCEL_SECONDS", default=5),
+    "SPOOF_MAX_FILL_RATIO": env.str("SURVEILLANCE_SPOOF_MAX_FILL_RATIO", default="0.1"),
+    "SPOOF_LAYER_ORDERS": env.int("SURVEILLANCE_SPOOF_LAYER_ORDERS", default=3),
+    # Unusual volume and price moves against the market's own previous windows.
+    "ACTIVITY_LOOKBACK_WINDOWS": env.int("SURVEILLANCE_ACTIVITY_LOOKBACK_WINDOWS", default=24),
+    "ACTIVITY_MIN_HISTORY_WINDOWS": env.int(
+        "SURVEILLANCE_ACTIVITY_MIN_HISTORY_WINDOWS", default=12
+    ),
+    "VOLUME_STDEVS": env.str("SURVEILLANCE_VOLUME_STDEVS", default="4"),
+    "VOLUME_MIN_RATIO": env.str("SURVEILLANCE_VOLUME_MIN_RATIO", default="5"),
+    "PRICE_STDEVS": env.str("SURVEILLANCE_PRICE_STDEVS", default="4"),
+    "PRICE_MIN_MOVE_BPS": env.str("SURVEILLANCE_PRICE_MIN_MOVE_BPS", default="100"),
+    # Order/cancel bursts: many orders placed and cancelled within seconds.
+    "BURST_SECONDS": env.int("SURVEILLANCE_BURST_SECONDS", default=10),
+    "BURST_MIN_ORDERS": env.int("SURVEILLANCE_BURST_MIN_ORDERS", default=50),
+    "BURST_MIN_CANCEL_RATIO": env.str("SURVEILLANCE_BURST_MIN_CANCEL_RATIO", default="0.9"),
+}
+
 _daily_hour, _, _daily_minute = PORTFOLIO_DAILY_SNAPSHOT_AT.partition(":")
 CELERY_BEAT_SCHEDULE = {
     "orderbook-snapshots": {
@@ -167,6 +205,10 @@ CELERY_BEAT_SCHEDULE = {
         "task": "portfolio.snapshots_take",
         "schedule": crontab(hour=int(_daily_hour), minute=int(_daily_minute or 0)),
         "kwargs": {"kind": "DAILY"},
+    },
+    "surveillance-scan": {
+        "task": "compliance.surveillance_scan_all",
+        "schedule": float(SURVEILLANCE_SCAN_INTERVAL),
     },
 }
 
