@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
 
 import redis
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.db.models import Count, Max, Min, OuterRef, Q, QuerySet, Subquery, Sum
 from django.utils import timezone
 
@@ -51,6 +53,19 @@ ACCOUNT_360_ROWS = 50
 BOOK_STATUSES = (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
 # A monitoring read gives up on Redis quickly rather than hold the page.
 REDIS_TIMEOUT_SECONDS = 0.5
+
+
+@contextlib.contextmanager
+def _one_snapshot() -> Iterator[None]:
+    """Read everything in the block from one snapshot of the database, so a page's
+    numbers agree with each other (a batch the matcher commits between two reads
+    would otherwise show its commands done but their orders not yet, or the reverse)."""
+    outermost = not connection.in_atomic_block
+    with transaction.atomic():
+        if outermost:
+            with connection.cursor() as cursor:
+                cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield
 
 
 # --------------------------------------------------------------------------------------
@@ -105,22 +120,22 @@ def account_360(*, account: Account, rows: int = ACCOUNT_360_ROWS) -> Account360
     """Everything the back office knows of ``account``, each list the latest ``rows``."""
     alerts = SurveillanceAlert.objects.filter(account=account).select_related("market", "assignee")
     open_orders = account_open_orders(account=account)
-    return Account360(
-        account=account,
-        kyc_cases=list(KycCase.objects.filter(account=account).select_related("reviewer")[:rows]),
-        balances=list(balance_list(account=account)),
-        open_orders=list(open_orders[:rows]),
-        open_order_count=open_orders.count(),
-        recent_trades=list(account_recent_trades(account=account)[:rows]),
-        alerts=list(alerts[:rows]),
-        open_alert_count=alerts.filter(status__in=ALERT_OPEN_STATUSES).count(),
-        freezes=list(
-            AccountFreeze.objects.filter(account=account).select_related("frozen_by", "lifted_by")[
-                :rows
-            ]
-        ),
-        audit_events=list(account_audit_events(account=account)[:rows]),
-    )
+    freezes = AccountFreeze.objects.filter(account=account).select_related("frozen_by", "lifted_by")
+    with _one_snapshot():
+        return Account360(
+            account=account,
+            kyc_cases=list(
+                KycCase.objects.filter(account=account).select_related("reviewer")[:rows]
+            ),
+            balances=list(balance_list(account=account)),
+            open_orders=list(open_orders[:rows]),
+            open_order_count=open_orders.count(),
+            recent_trades=list(account_recent_trades(account=account)[:rows]),
+            alerts=list(alerts[:rows]),
+            open_alert_count=alerts.filter(status__in=ALERT_OPEN_STATUSES).count(),
+            freezes=list(freezes[:rows]),
+            audit_events=list(account_audit_events(account=account)[:rows]),
+        )
 
 
 # --------------------------------------------------------------------------------------
@@ -320,6 +335,11 @@ def _market_rows(now: dt.datetime) -> list[VenueMarket]:
 def venue_overview() -> VenueOverview:
     """The whole venue at a glance: every market's trading and its matcher's health,
     the compliance queues, withdrawals waiting, and the platform's moving parts."""
+    with _one_snapshot():
+        return _venue_overview()
+
+
+def _venue_overview() -> VenueOverview:
     now = timezone.now()
     alert_kinds = dict(SurveillanceAlert._meta.get_field("kind").choices)
     alerts = (
