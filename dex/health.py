@@ -1,10 +1,22 @@
-"""Liveness of the platform's dependencies, as JSON for load balancers and operators.
+"""Health of the platform, as JSON for load balancers, orchestrators and operators.
 
 ``GET /healthz`` checks PostgreSQL, Redis and the matchers — every open or halted
 market must have a matcher whose heartbeat is fresh — and answers 200 when every
 check passes, 503 otherwise, with each check's result, latency and details.
+
+``GET /readyz`` is the whole platform's readiness, in the same shape:
+
+- **postgres**, **redis**: they answer (each query bounded by
+  ``HEALTH_CHECK_TIMEOUT_SECONDS``);
+- **matchers**: every open or halted market has a live owner — a session holding the
+  market's advisory lock, read from ``pg_locks`` — and its oldest pending command is
+  younger than ``READYZ_MAX_COMMAND_AGE_SECONDS`` (a live owner that does not match is
+  not ready either);
+- **celery**: a worker answers a broadcast ping within the timeout (skipped with
+  ``READYZ_CHECK_CELERY=0``).
 """
 
+import concurrent.futures
 import json
 import time
 from collections.abc import Callable
@@ -12,7 +24,7 @@ from dataclasses import dataclass, field
 
 import redis
 from django.conf import settings
-from django.db import connection
+from django.db import connection, transaction
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -118,4 +130,118 @@ def healthz(request: HttpRequest) -> JsonResponse:
             "checks": {name: result.as_dict() for name, result in results.items()},
         },
         status=200 if healthy else 503,
+    )
+
+
+# --- readiness -------------------------------------------------------------------------
+
+
+def _statement_timeout_ms() -> int:
+    return max(1, int(settings.HEALTH_CHECK_TIMEOUT_SECONDS * 1000))
+
+
+def check_postgres_bounded() -> None:
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('statement_timeout', %s, true)", [str(_statement_timeout_ms())]
+        )
+        cursor.execute("SELECT 1")
+        cursor.fetchone()
+
+
+# Each trading market with the backend that holds its advisory lock (the matcher's lock
+# session, see exchange.matcher.runner) and the age of its oldest pending command.
+_MATCHER_OWNERS = """
+SELECT m.symbol,
+       l.pid,
+       extract(epoch FROM clock_timestamp() - (
+           SELECT c.created_at FROM exchange_ordercommand c
+            WHERE c.market_id = m.id AND c.status = %(pending)s
+            ORDER BY c.id LIMIT 1))
+  FROM exchange_market m
+  LEFT JOIN pg_locks l
+         ON l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
+        AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+        AND l.classid = %(namespace)s::oid AND l.objid = m.id::oid
+ WHERE m.status = ANY(%(statuses)s)
+ ORDER BY m.symbol
+"""
+
+
+def check_matchers_owned() -> dict:
+    """Each trading market's owner (the lock session's backend pid) and how long its
+    oldest pending command has waited."""
+    from exchange.matcher.runner import LOCK_NAMESPACE
+    from exchange.models import CommandStatus, MarketStatus
+
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT set_config('statement_timeout', %s, true)", [str(_statement_timeout_ms())]
+        )
+        cursor.execute(
+            _MATCHER_OWNERS,
+            {
+                "pending": CommandStatus.PENDING,
+                "namespace": LOCK_NAMESPACE,
+                "statuses": [MarketStatus.OPEN, MarketStatus.HALTED],
+            },
+        )
+        rows = cursor.fetchall()
+    limit = settings.READYZ_MAX_COMMAND_AGE_SECONDS
+    detail, problems = {}, []
+    for symbol, owner_pid, oldest in rows:
+        oldest = None if oldest is None else round(float(oldest), 3)
+        detail[symbol] = {"owner_pid": owner_pid, "oldest_pending_s": oldest}
+        if owner_pid is None:
+            problems.append(f"{symbol} has no matcher")
+        elif oldest is not None and oldest > limit:
+            problems.append(f"{symbol} has a command pending for {oldest:g}s")
+    if problems:
+        raise CheckFailed("; ".join(problems), detail)
+    return detail
+
+
+# One thread pings Celery, so a broker that hangs costs the request only the timeout.
+_celery_pinger = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="readyz")
+
+
+def check_celery() -> dict:
+    """A worker answers a broadcast ping (the first answer ends the wait)."""
+    from dex.celery import app
+
+    timeout = settings.HEALTH_CHECK_TIMEOUT_SECONDS
+    future = _celery_pinger.submit(app.control.ping, timeout=timeout, limit=1)
+    try:
+        replies = future.result(timeout=timeout + 0.5)
+    except concurrent.futures.TimeoutError:
+        raise CheckFailed("the Celery broker did not answer", {}) from None
+    workers = sorted(name for reply in replies for name in reply)
+    if not workers:
+        raise CheckFailed(f"no Celery worker answered within {timeout:g}s", {})
+    return {"workers": workers}
+
+
+def readiness_checks() -> dict[str, Callable[[], dict | None]]:
+    checks: dict[str, Callable[[], dict | None]] = {
+        "postgres": check_postgres_bounded,
+        "redis": check_redis,
+        "matchers": check_matchers_owned,
+    }
+    if settings.READYZ_CHECK_CELERY:
+        checks["celery"] = check_celery
+    return checks
+
+
+@never_cache
+@require_GET
+def readyz(request: HttpRequest) -> JsonResponse:
+    results = {name: _timed(check) for name, check in readiness_checks().items()}
+    ready = all(result.ok for result in results.values())
+    return JsonResponse(
+        {
+            "status": "ready" if ready else "unavailable",
+            "checks": {name: result.as_dict() for name, result in results.items()},
+            "failing": sorted(name for name, result in results.items() if not result.ok),
+        },
+        status=200 if ready else 503,
     )

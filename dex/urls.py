@@ -2,7 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from dex.health import healthz
+from dex.health import healthz, readyz
+from dex.monitoring import metrics, staff_metrics_data, staff_metrics_page
 from exchange.views import dashboard
 
 admin.site.site_header = "DEX operations"
@@ -12,6 +13,15 @@ admin.site.index_title = "Back office"
 admin.site.site_url = None
 
 urlpatterns = [
+    # Operations: readiness, Prometheus metrics, the staff metrics page (before admin/).
+    path("readyz", readyz, name="readyz"),
+    path("metrics", metrics, name="metrics"),
+    path("admin/metrics/", admin.site.admin_view(staff_metrics_page), name="admin-metrics"),
+    path(
+        "admin/metrics/data/",
+        admin.site.admin_view(staff_metrics_data),
+        name="admin-metrics-data",
+    ),
     path("healthz", healthz, name="healthz"),
     path("admin/compliance/reports/", include("compliance.admin.reports")),
     path("admin/", admin.site.urls),

@@ -31,6 +31,7 @@ import ipaddress
 import json
 import logging
 import re
+import time
 import uuid
 import weakref
 from collections.abc import Callable
@@ -51,6 +52,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from dex.api.authentication import ApiKeyAuthentication, Trader, WalletSessionAuthentication
 from dex.api.rls import rls_scope
+from dex.metrics import WS_CONNECTIONS, WS_SEND_LATENCY
 from dex.redis import redis_client
 from exchange import streams_hub
 from exchange.matcher.publish import book_key
@@ -356,6 +358,8 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         self.address = client_address(self.scope, headers)
         self.user_agent = headers.get("user-agent", "")[:256]
         await self.accept()
+        WS_CONNECTIONS.inc()
+        self.counted = True
         self.tasks = [asyncio.create_task(self._write()), asyncio.create_task(self._watch())]
 
         meta = {}
@@ -371,6 +375,9 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         await self._open_row()
 
     async def disconnect(self, code) -> None:
+        if getattr(self, "counted", False):
+            WS_CONNECTIONS.dec()
+            self.counted = False
         self.closing = True
         for task in self.tasks:
             task.cancel()
@@ -400,7 +407,7 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         if self.closing:
             return
         try:
-            self.outbox.put_nowait(text)
+            self.outbox.put_nowait((time.perf_counter(), text))
         except asyncio.QueueFull:
             self._slow_consumer()
 
@@ -432,7 +439,9 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
                 self.close_code = item
                 await self.close(code=item)
                 return
-            await self.base_send({"type": "websocket.send", "text": item})
+            queued_at, text = item
+            await self.base_send({"type": "websocket.send", "text": text})
+            WS_SEND_LATENCY.observe(time.perf_counter() - queued_at)
             self.sent += 1
 
     async def send_json(self, content, close=False) -> None:

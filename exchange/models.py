@@ -876,6 +876,10 @@ class OrderCommand(models.Model):
     result = models.JSONField(null=True, blank=True)
     created_at = CreatedAtField()
     processed_at = models.DateTimeField(null=True, blank=True)
+    # The X-Request-ID of the request that wrote the command (dex.logging): the matcher
+    # names it in its log lines, so one grep follows an order from the API to its reply.
+    # NULL for a command no request wrote (a staff action, a task), as the CHECK says.
+    request_id = models.CharField(max_length=64, null=True, blank=True)  # noqa: DJ001
 
     class Meta:
         ordering = ["id"]
@@ -908,6 +912,11 @@ class OrderCommand(models.Model):
                 fields=["market", "sequence"],
                 condition=Q(sequence__isnull=False),
                 name="ordercommand_unique_sequence",
+            ),
+            models.CheckConstraint(
+                condition=Q(request_id__regex=r"^[A-Za-z0-9._-]{1,64}$")
+                | Q(request_id__isnull=True),
+                name="ordercommand_request_id_well_formed",
             ),
         ]
         indexes = [

@@ -38,6 +38,8 @@ from django.http import HttpRequest, HttpResponse, JsonResponse
 from rest_framework import exceptions
 from rest_framework.throttling import BaseThrottle
 
+from dex.metrics import RATE_LIMITED
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_SCOPE = "default"
@@ -169,7 +171,10 @@ def rate_limit_hit(*, scope: str, credential: str | None, ip: str | None) -> Dec
         )
         for i, name in enumerate(names)
     )
-    return Decision(allowed=bool(allowed), buckets=buckets)
+    decision = Decision(allowed=bool(allowed), buckets=buckets)
+    if not decision.allowed:
+        RATE_LIMITED.labels(scope, decision.tightest.name).inc()
+    return decision
 
 
 def client_ip(request: HttpRequest) -> str | None:

@@ -6,6 +6,7 @@ from pathlib import Path
 import environ
 from celery.schedules import crontab
 
+from dex.logging import logging_config
 from dex.settings.services import redis_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent.parent
@@ -38,6 +39,7 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "dex.logging.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "dex.api.ratelimit.RateLimitMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -300,16 +302,14 @@ STORAGES = {
     "staticfiles": {"BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"},
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {
-        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"},
-    },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
-}
+# --- Logs, metrics, health (dex.logging, dex.metrics, dex.health) ---------------------
+# One JSON object a line (json) or the same fields as text (plain: dex.settings.local's
+# default), each with the request id of the request it was written for.
+LOG_FORMAT = env.str("LOG_FORMAT", default="json")
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
+# Celery workers log through LOGGING too, rather than replace the root logger's handlers.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Health checks must answer quickly even when a dependency hangs.
 HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=2.0)
@@ -318,6 +318,26 @@ HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default
 DEMO_DATA_ALLOWED = env.bool("DEMO_DATA_ALLOWED", default=False)
 
 # --- What traders sign ------------------------------------------------------------------
+# /readyz: a market whose oldest pending command is older than this is not being matched.
+READYZ_MAX_COMMAND_AGE_SECONDS = env.float("READYZ_MAX_COMMAND_AGE_SECONDS", default=10.0)
+# /readyz asks the Celery workers for a ping unless this is off (no workers expected).
+READYZ_CHECK_CELERY = env.bool("READYZ_CHECK_CELERY", default=True)
+
+# /metrics answers callers from these addresses or networks, or with
+# ``Authorization: Bearer <METRICS_BEARER_TOKEN>`` (when the token is set); everyone else
+# gets 403. dex.settings.production allows no address by default.
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=["127.0.0.1", "::1"])
+METRICS_BEARER_TOKEN = env.str("METRICS_BEARER_TOKEN", default="")
+# Each matcher serves its own metrics over HTTP here (0: off). Run one matcher per port.
+MATCHER_METRICS_PORT = env.int("MATCHER_METRICS_PORT", default=9101)
+MATCHER_METRICS_ADDR = env.str("MATCHER_METRICS_ADDR", default="127.0.0.1")
+# Where the staff metrics page reads the matchers' metrics: host:port each.
+MATCHER_METRICS_TARGETS = env.list(
+    "MATCHER_METRICS_TARGETS",
+    default=[f"127.0.0.1:{MATCHER_METRICS_PORT}"] if MATCHER_METRICS_PORT else [],
+)
+# The broker queues whose length /metrics reports (Celery's default queue is "celery").
+METRICS_CELERY_QUEUES = env.list("METRICS_CELERY_QUEUES", default=["celery"])
 # The EIP-712 domain of signed orders: clients read it from /api/v1/eip712/. The
 # verifying contract is the venue's on-chain vault.
 EIP712_DOMAIN_NAME = env.str("EIP712_DOMAIN_NAME", default="DEX")

@@ -3,6 +3,7 @@ straight from the apps so no collectstatic step is needed."""
 
 import warnings
 
+from dex.logging import logging_config
 from dex.settings.base import *  # noqa: F403
 from dex.settings.base import env
 
@@ -19,3 +20,7 @@ DEMO_DATA_ALLOWED = env.bool("DEMO_DATA_ALLOWED", default=True)
 warnings.filterwarnings(
     "ignore", message="StreamingHttpResponse must consume synchronous iterators"
 )
+
+# Text logs at a developer's terminal; LOG_FORMAT=json to see what production writes.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)  # noqa: F405

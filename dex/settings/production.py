@@ -30,3 +30,5 @@ SECURE_HSTS_INCLUDE_SUBDOMAINS = True
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+# /metrics is closed unless the operator names the scrapers' addresses or sets a token.
+METRICS_ALLOWED_IPS = env.list("METRICS_ALLOWED_IPS", default=[])

@@ -18,3 +18,6 @@ API_RATE_LIMITS = {
     for scope in ("default", "orders")
 }
 API_RATE_LIMIT_KEY_PREFIX = "dex:test:rl"
+# Matchers the tests start serve metrics only where a test asks for it (a free port).
+MATCHER_METRICS_PORT = env.int("MATCHER_METRICS_PORT", default=0)  # noqa: F405
+MATCHER_METRICS_TARGETS = []

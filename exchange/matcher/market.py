@@ -82,6 +82,8 @@ class BatchResult:
     trades: list[Trade] = field(default_factory=list)
     orders: list[Order] = field(default_factory=list)
     replies: dict[int, dict] = field(default_factory=dict)
+    # The commands it applied (with created_at and request_id: metrics and log lines).
+    applied: list[OrderCommand] = field(default_factory=list)
 
 
 class MarketMatcher:
@@ -133,7 +135,7 @@ class MarketMatcher:
         commands = list(
             OrderCommand.objects.filter(market=self.market, status=CommandStatus.PENDING)
             .select_related("order")
-            .defer("created_at", *(f"order__{f}" for f in UNREAD_ORDER_FIELDS))
+            .defer(*(f"order__{f}" for f in UNREAD_ORDER_FIELDS))
             .order_by("id")[:limit]
         )
         # An amend runs alone: it may need more held before it can trade.
@@ -466,6 +468,7 @@ class _Batch:
         _commands_done(self.done)
         self.result.trades = self.trades
         self.result.orders = changed
+        self.result.applied = self.done
 
 
 # Django's bulk_update builds a CASE expression per column per row, which cost three

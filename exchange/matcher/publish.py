@@ -116,6 +116,9 @@ class Outbox:
     replies: list[tuple[str, str]]
     messages: list[tuple[str, dict]]  # (channel-layer group, message): private ones
     public: list[str] = field(default_factory=list)  # encoded, for public_channel(symbol)
+    sequence: int = 0
+    # The ids of the requests whose commands the batch applied, for the log line.
+    request_ids: list[str] = field(default_factory=list)
 
 
 def _level_size(quantity) -> str:
@@ -168,7 +171,15 @@ def outbox_build(matcher: MarketMatcher, result: BatchResult) -> Outbox:
         (f"account.{account_id}", {"type": "account.orders", "orders": orders})
         for account_id, orders in per_account.items()
     ]
-    return Outbox(symbol, json.dumps(snapshot(matcher)), replies, messages, public)
+    return Outbox(
+        symbol,
+        json.dumps(snapshot(matcher)),
+        replies,
+        messages,
+        public,
+        sequence=result.sequence,
+        request_ids=[c.request_id for c in result.applied if c.request_id],
+    )
 
 
 def outbox_send(outbox: Outbox, loop: asyncio.AbstractEventLoop | None = None) -> None:
@@ -188,14 +199,24 @@ def outbox_send(outbox: Outbox, loop: asyncio.AbstractEventLoop | None = None) -
         for message in outbox.public:
             pipe.publish(channel, message)
     pipe.execute()
-    if not outbox.messages:
-        return
-    # One trip into the event loop for the whole batch, the sends concurrent: one
-    # async_to_sync per message cost the next batch a millisecond per account.
-    if loop is None:
-        async_to_sync(_group_send_all)(get_channel_layer(), outbox.messages)
-    else:
-        loop.run_until_complete(_group_send_all(get_channel_layer(), outbox.messages))
+    if outbox.messages:
+        # One trip into the event loop for the whole batch, the sends concurrent: one
+        # async_to_sync per message cost the next batch a millisecond per account.
+        if loop is None:
+            async_to_sync(_group_send_all)(get_channel_layer(), outbox.messages)
+        else:
+            loop.run_until_complete(_group_send_all(get_channel_layer(), outbox.messages))
+    log.info(
+        "market %s: published up to sequence %d: %d order replies",
+        outbox.symbol,
+        outbox.sequence,
+        len(outbox.replies),
+        extra={
+            "market": outbox.symbol,
+            "sequence": outbox.sequence,
+            "request_ids": outbox.request_ids,
+        },
+    )
 
 
 class Publisher:

@@ -10,6 +10,11 @@ writing another batch.
 
 The loop sleeps on LISTEN (woken by the journal's NOTIFY trigger) and polls, so a
 lost notification costs at most one poll interval.
+
+Metrics (``dex.metrics``) are served on ``MATCHER_METRICS_PORT``: each committed batch
+observes its size, each command its latency from creation to the batch's commit; the
+book depth gauges follow the heartbeat, once a second. Each commit is one log line
+naming the request ids of the commands it applied.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import logging
 import os
 import select
 import socket
+import sys
 import threading
 import time
 
@@ -27,7 +33,17 @@ import psycopg
 from django.conf import settings
 from django.db import connection
 
-from exchange.matcher.market import BATCH_LIMIT, MarketMatcher
+from dex.metrics import (
+    BOOK_LEVELS,
+    BOOK_QUANTITY,
+    MATCHER_BATCH_FAILURES,
+    MATCHER_BATCH_SIZE,
+    MATCHER_COMMAND_LATENCY,
+    MATCHER_SEQUENCE,
+    TRADES,
+    matcher_metrics_serve,
+)
+from exchange.matcher.market import BATCH_LIMIT, BatchResult, MarketMatcher
 from exchange.matcher.publish import Publisher, outbox_build, publish_snapshot, redis_client
 from exchange.models import MATCHER_CHANNEL, Market
 
@@ -80,6 +96,7 @@ class Runner:
         return list(markets.filter(symbol__in=self.symbols) if self.symbols else markets)
 
     def run(self) -> None:
+        matcher_metrics_serve(settings.MATCHER_METRICS_PORT, settings.MATCHER_METRICS_ADDR)
         self.publisher = Publisher()
         try:
             self._run()
@@ -99,6 +116,7 @@ class Runner:
                 busy = self._run_owned()
                 if time.monotonic() - last_beat > 1:
                     self._heartbeat()
+                    self._book_gauges()
                     last_beat = time.monotonic()
                 if not busy:
                     self._wait(lock_conn)
@@ -146,6 +164,7 @@ class Runner:
                 # take every market of this process down with it.
                 failures = self.failures.get(market_id, 0) + 1
                 self.failures[market_id] = failures
+                MATCHER_BATCH_FAILURES.labels(matcher.market.symbol).inc()
                 log.exception(
                     "market %s: batch failed (%d in a row)", matcher.market.symbol, failures
                 )
@@ -154,6 +173,7 @@ class Runner:
                 continue
             self.failures.pop(market_id, None)
             if result.commands or result.orders:
+                _committed(matcher, result)
                 self.publisher.submit(outbox_build(matcher, result))
                 busy = busy or result.commands >= self.batch_limit
                 _freeze_long_lived()
@@ -174,6 +194,45 @@ class Runner:
                 json.dumps({"owner": self.identity, "at": now, "sequence": matcher.sequence}),
                 ex=HEARTBEAT_TTL_SECONDS,
             )
+
+    def _book_gauges(self) -> None:
+        for matcher in self.owned.values():
+            symbol, units = matcher.market.symbol, matcher.units
+            # Every level: sizes summed in lots, converted once.
+            for side, levels in zip(("bids", "asks"), matcher.book.depth(sys.maxsize), strict=True):
+                BOOK_LEVELS.labels(symbol, side).set(len(levels))
+                BOOK_QUANTITY.labels(symbol, side).set(
+                    float(units.lots_to_qty(sum(quantity for _, quantity in levels)))
+                )
+
+
+def _committed(matcher: MarketMatcher, result: BatchResult) -> None:
+    """A batch has committed: its metrics and its log line."""
+    committed = time.time()
+    symbol = matcher.market.symbol
+    MATCHER_SEQUENCE.labels(symbol).set(matcher.sequence)
+    if result.trades:
+        TRADES.labels(symbol).inc(len(result.trades))
+    if not result.commands:
+        return
+    MATCHER_BATCH_SIZE.labels(symbol).observe(result.commands)
+    latency = MATCHER_COMMAND_LATENCY.labels(symbol)
+    for command in result.applied:
+        latency.observe(committed - command.created_at.timestamp())
+    log.info(
+        "market %s: committed sequences %d-%d: %d commands, %d trades",
+        symbol,
+        result.first_sequence,
+        result.sequence,
+        result.commands,
+        len(result.trades),
+        extra={
+            "market": symbol,
+            "first_sequence": result.first_sequence,
+            "sequence": result.sequence,
+            "request_ids": [c.request_id for c in result.applied if c.request_id],
+        },
+    )
 
 
 def _freeze_long_lived() -> None:

@@ -19,6 +19,8 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from compliance.gates import placement_refusal
+from dex.logging import request_id_get
+from dex.metrics import ORDERS_ACCEPTED, ORDERS_REJECTED
 from exchange.engine import MarketUnits, UnitError
 from exchange.models import (
     LIMIT_TYPES,
@@ -204,6 +206,17 @@ def order_place(*, account: Account, market: Market, request: OrderRequest) -> O
 
 def _order_place(*, account: Account, market: Market, request: OrderRequest) -> Placed:
     try:
+        placed = _order_placed(account=account, market=market, request=request)
+    except OrderRejected as exc:
+        ORDERS_REJECTED.labels(market.symbol, exc.code).inc()
+        raise
+    if placed.created:
+        ORDERS_ACCEPTED.labels(market.symbol).inc()
+    return placed
+
+
+def _order_placed(*, account: Account, market: Market, request: OrderRequest) -> Placed:
+    try:
         return _order_write(account=account, market=market, request=request)
     except IntegrityError as exc:
         # Nothing was written. A concurrent retry of the same order may have won the
@@ -254,7 +267,13 @@ def _order_write(*, account: Account, market: Market, request: OrderRequest) -> 
         hold_place(order=order)
     except InsufficientFunds as exc:
         raise _reject("INSUFFICIENT_FUNDS", str(exc)) from None
-    OrderCommand.objects.create(market=market, kind=CommandKind.PLACE, account=account, order=order)
+    OrderCommand.objects.create(
+        market=market,
+        kind=CommandKind.PLACE,
+        account=account,
+        order=order,
+        request_id=request_id_get(),
+    )
     return Placed(order, created=True)
 
 
@@ -313,7 +332,11 @@ def order_signature_verify(*, account: Account, market: Market, request: OrderRe
 def order_place_signed(*, account: Account, market: Market, request: OrderRequest) -> Placed:
     """The trader-facing way in: ``order_place`` for a request whose EIP-712 signature
     by the account's wallet is verified first. Its hash is the one computed here."""
-    order_hash = order_signature_verify(account=account, market=market, request=request)
+    try:
+        order_hash = order_signature_verify(account=account, market=market, request=request)
+    except OrderRejected as exc:
+        ORDERS_REJECTED.labels(market.symbol, exc.code).inc()
+        raise
     return _order_place(
         account=account, market=market, request=replace(request, order_hash=order_hash)
     )
@@ -333,7 +356,11 @@ def order_cancel(*, account: Account, order: Order) -> OrderCommand:
     """Ask the matcher to cancel ``order``; its hold is released when it does."""
     locked = _live_order(account, order)
     return OrderCommand.objects.create(
-        market_id=locked.market_id, kind=CommandKind.CANCEL, account=account, order=locked
+        market_id=locked.market_id,
+        kind=CommandKind.CANCEL,
+        account=account,
+        order=locked,
+        request_id=request_id_get(),
     )
 
 
@@ -374,7 +401,12 @@ def order_amend(
     if quantity is not None:
         payload["quantity"] = str(quantity)
     return OrderCommand.objects.create(
-        market=market, kind=CommandKind.AMEND, account=account, order=locked, payload=payload
+        market=market,
+        kind=CommandKind.AMEND,
+        account=account,
+        order=locked,
+        payload=payload,
+        request_id=request_id_get(),
     )
 
 
@@ -394,4 +426,6 @@ def order_cancel_all_markets(*, account: Account) -> list[Market]:
 def order_cancel_all(*, account: Account | None, market: Market) -> OrderCommand:
     """Cancel every open order of ``account`` in ``market`` (all accounts' when
     ``account`` is None: a staff action)."""
-    return OrderCommand.objects.create(market=market, kind=CommandKind.CANCEL_ALL, account=account)
+    return OrderCommand.objects.create(
+        market=market, kind=CommandKind.CANCEL_ALL, account=account, request_id=request_id_get()
+    )

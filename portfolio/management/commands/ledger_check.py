@@ -2,6 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError
 
+from dex.metrics import ledger_check_record
 from portfolio.models import LedgerAccount, Posting
 from portfolio.reconciliation import ledger_check
 
@@ -15,6 +16,7 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options) -> None:
         problems = ledger_check()
+        ledger_check_record(problems=len(problems))  # for /metrics
         self.stdout.write(
             f"checked {LedgerAccount.objects.count()} ledger accounts, "
             f"{Posting.objects.count()} postings"
