@@ -313,11 +313,6 @@ CELERY_WORKER_HIJACK_ROOT_LOGGER = False
 
 # Health checks must answer quickly even when a dependency hangs.
 HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=2.0)
-
-# ``manage.py seed_demo`` only where demo data belongs.
-DEMO_DATA_ALLOWED = env.bool("DEMO_DATA_ALLOWED", default=False)
-
-# --- What traders sign ------------------------------------------------------------------
 # /readyz: a market whose oldest pending command is older than this is not being matched.
 READYZ_MAX_COMMAND_AGE_SECONDS = env.float("READYZ_MAX_COMMAND_AGE_SECONDS", default=10.0)
 # /readyz asks the Celery workers for a ping unless this is off (no workers expected).
@@ -338,6 +333,11 @@ MATCHER_METRICS_TARGETS = env.list(
 )
 # The broker queues whose length /metrics reports (Celery's default queue is "celery").
 METRICS_CELERY_QUEUES = env.list("METRICS_CELERY_QUEUES", default=["celery"])
+
+# ``manage.py seed_demo`` only where demo data belongs.
+DEMO_DATA_ALLOWED = env.bool("DEMO_DATA_ALLOWED", default=False)
+
+# --- What traders sign ------------------------------------------------------------------
 # The EIP-712 domain of signed orders: clients read it from /api/v1/eip712/. The
 # verifying contract is the venue's on-chain vault.
 EIP712_DOMAIN_NAME = env.str("EIP712_DOMAIN_NAME", default="DEX")
