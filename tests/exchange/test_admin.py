@@ -82,4 +82,9 @@ def test_market_status_and_pair_are_not_editable_by_form(admin_client, market):
     form = response.context["adminform"].form
     assert "status" not in form.fields
     assert "base" not in form.fields
-    assert "tick_size" in form.fields
+    # Fixed once listed: fees and limits change only through the matcher's journal
+    # (the back office's rules form), tick and lot size never.
+    assert "tick_size" not in form.fields
+    assert "maker_fee_rate" not in form.fields
+    add_form = admin_client.get(url(Market, "add")).context["adminform"].form
+    assert {"tick_size", "maker_fee_rate"} <= set(add_form.fields)
