@@ -245,6 +245,33 @@ def surveillance_scan(*, market: Market, window: Window) -> list[SurveillanceAle
     return raised
 
 
+def surveillance_windows(
+    *, since: datetime, until: datetime, config: SurveillanceConfig | None = None
+) -> list[Window]:
+    """The scan windows an on-demand run over ``[since, until)`` covers: the complete
+    ones that have already ended. Raises AlertRefused for a period that covers none or
+    too many."""
+    config = config or SurveillanceConfig.from_settings()
+    if since.tzinfo is None or until.tzinfo is None:
+        raise AlertRefused("NAIVE_TIME", "give the period's times with a time zone")
+    if until <= since:
+        raise AlertRefused("EMPTY_PERIOD", "the period must end after it starts")
+    windows = runner.windows_between(since, min(until, timezone.now()), config.window_seconds)
+    if not windows:
+        raise AlertRefused(
+            "NO_COMPLETE_WINDOW",
+            f"{iso(since)} – {iso(until)} covers no complete {config.window_seconds}-second "
+            "window that has already ended",
+        )
+    if len(windows) > config.max_run_windows:
+        raise AlertRefused(
+            "PERIOD_TOO_LONG",
+            f"the period spans {len(windows)} windows; a run may scan at most "
+            f"{config.max_run_windows} (split it)",
+        )
+    return windows
+
+
 @transaction.atomic(durable=True)
 def surveillance_run(
     *,
@@ -259,25 +286,7 @@ def surveillance_run(
     One AuditEvent per market scanned records who ran it, over what, and what it
     raised."""
     config = SurveillanceConfig.from_settings()
-    now = timezone.now()
-    if since.tzinfo is None or until.tzinfo is None:
-        raise AlertRefused("NAIVE_TIME", "give the period's times with a time zone")
-    if until <= since:
-        raise AlertRefused("EMPTY_PERIOD", "the period must end after it starts")
-    until = min(until, now)
-    windows = runner.windows_between(since, until, config.window_seconds)
-    if not windows:
-        raise AlertRefused(
-            "NO_COMPLETE_WINDOW",
-            f"{iso(since)} – {iso(until)} covers no complete {config.window_seconds}-second "
-            "window that has already ended",
-        )
-    if len(windows) > config.max_run_windows:
-        raise AlertRefused(
-            "PERIOD_TOO_LONG",
-            f"the period spans {len(windows)} windows; a run may scan at most "
-            f"{config.max_run_windows} (split it)",
-        )
+    windows = surveillance_windows(since=since, until=until, config=config)
     scanned = list(runner.watched_markets() if markets is None else markets)
     if not scanned:
         raise AlertRefused("NO_MARKET", "there is no market to scan")
