@@ -112,12 +112,14 @@ class VaultOperationAdmin(ReadOnlyAdmin):
         # Needed to run the actions; the rows themselves stay read-only.
         return obj is None and request.user.has_perm("portfolio.change_vaultoperation")
 
-    @admin.action(description="Approve selected withdrawals")
+    @admin.action(description="Approve selected withdrawals", permissions=["change"])
     def approve_withdrawals(self, request, queryset):
         for operation in queryset.filter(status=VaultOperationStatus.REQUESTED):
             self._run(request, withdrawal_approve, withdrawal=operation, approved_by=request.user)
 
-    @admin.action(description="Reject selected withdrawals (releases the funds)")
+    @admin.action(
+        description="Reject selected withdrawals (releases the funds)", permissions=["change"]
+    )
     def reject_withdrawals(self, request, queryset):
         reason = request.POST.get("reason", "").strip()
         if not reason:
@@ -196,11 +198,11 @@ class LedgerAdjustmentAdmin(admin.ModelAdmin):
         )
         obj.pk = created.pk
 
-    @admin.action(description="Approve and post (a second staff user)")
+    @admin.action(description="Approve and post (a second staff user)", permissions=["change"])
     def approve_and_post(self, request, queryset):
         self._decide(request, queryset, adjustment_post, "approved_by")
 
-    @admin.action(description="Reject")
+    @admin.action(description="Reject", permissions=["change"])
     def reject(self, request, queryset):
         self._decide(request, queryset, adjustment_reject, "rejected_by")
 
