@@ -51,6 +51,9 @@ from portfolio.selectors import balance_list
 ACCOUNT_360_ROWS = 50
 # Orders resting on the book (not stops waiting for their trigger): the touch.
 BOOK_STATUSES = (OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED)
+# A matcher whose oldest pending command has waited longer than this is lagging: it
+# normally applies a command within milliseconds of its NOTIFY.
+MATCHER_LAG = dt.timedelta(seconds=5)
 # A monitoring read gives up on Redis quickly rather than hold the page.
 REDIS_TIMEOUT_SECONDS = 0.5
 
@@ -170,7 +173,7 @@ class MatcherHealth:
     def state(self) -> str:
         if not self.owned:
             return "no matcher" if not self.pending else "no matcher, commands waiting"
-        if self.pending and self.oldest_pending_age > dt.timedelta(seconds=5):
+        if self.pending and self.oldest_pending_age > MATCHER_LAG:
             return "lagging"
         return "ok"
 

@@ -3,6 +3,7 @@ matcher cancel every open order (a real matcher process, too); unfreeze, close a
 cancels; every control is audited in its own transaction, and every refusal changes
 nothing."""
 
+import threading
 from decimal import Decimal
 
 import pytest
@@ -342,3 +343,32 @@ def test_a_force_cancel_cancels_one_order_and_names_its_account(market, buyer, o
     with pytest.raises(ControlError, match="is CANCELLED already"):
         order_force_cancel(actor=officer, order=target, reason="again")
     assert AuditEvent.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_staff_freezing_one_account_at_once_freeze_it_once(trader, staff, other_staff):
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def freeze(user) -> None:
+        try:
+            barrier.wait(5)
+            account_freeze(actor=Actor(user=user), account=trader, reason=f"by {user}")
+            outcomes.append("frozen")
+        except ControlError as exc:
+            outcomes.append(str(exc))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=freeze, args=(u,)) for u in (staff, other_staff)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+
+    assert sorted(outcomes) == [
+        f"{trader} is FROZEN; only an active account can be frozen",
+        "frozen",
+    ]
+    assert AccountFreeze.objects.count() == 1
+    assert AuditEvent.objects.filter(action="account.freeze").count() == 1
