@@ -119,7 +119,6 @@ class AccountControlAdmin(BackOfficePermissions, _AccountAdmin):
         *(getattr(_AccountAdmin, "actions", None) or []),
         *(control_action(c, "exchange_account_control") for c in ACCOUNT_CONTROLS.values()),
     ]
-    list_display = [*_AccountAdmin.list_display, "account_360_link"]
 
     def get_urls(self):
         return [
@@ -135,6 +134,12 @@ class AccountControlAdmin(BackOfficePermissions, _AccountAdmin):
             ),
             *super().get_urls(),
         ]
+
+    def get_list_display(self, request: HttpRequest):
+        columns = list(super().get_list_display(request))
+        if request.user.has_perm("compliance.view_venue"):
+            columns.append("account_360_link")
+        return columns
 
     @admin.display(description="360°")
     def account_360_link(self, account: Account) -> str:
