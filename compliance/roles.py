@@ -1,7 +1,9 @@
 """The back office's staff roles: Django groups, each with exactly the permissions its
-work needs. This module is the one place the mapping is written down; the migration
-``compliance.0006_roles`` applies it with :func:`roles_sync`, and so does any later
-migration that changes it.
+work needs. This module is the one place the mapping is written down: the migration
+``compliance.0006_roles`` creates the groups with :func:`roles_sync`, and every
+``migrate`` runs it again (``ComplianceConfig.ready``), so a new model's permissions
+reach the roles that cover it and a permission granted by hand to a group does not
+outlive the next deployment. Change a role here, not in the admin.
 
 Compliance officer
     Reviews and decides KYC cases (``compliance.review_kyc``), freezes and unfreezes

@@ -6,6 +6,7 @@ import datetime as dt
 import threading
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.db import connection, connections
 from django.utils import timezone
 
@@ -281,3 +282,84 @@ def test_two_reviewers_deciding_at_once_act_one_after_the_other(django_user_mode
     assert decisions.count() == 1
     assert applicant.kyc_tier == (2 if case.status == KycStatus.APPROVED else 0)
     assert connection.in_atomic_block is False
+
+
+# --- The admin -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def officer_client(client, staff):
+    staff.user_permissions.set(
+        Permission.objects.filter(
+            codename__in=["review_kyc", "view_kyccase", "view_kycdocument", "view_account"]
+        )
+    )
+    client.force_login(staff)
+    return client
+
+
+def test_the_queue_filters_searches_and_pages_by_date(officer_client, applicant, reviewer):
+    waiting = submit(applicant)
+    other = AccountFactory(kyc_tier=0, country="")
+    reviewed = in_review(other, reviewer)
+    queue = officer_client.get("/admin/compliance/kyccase/", {"status__exact": "SUBMITTED"})
+    html = queue.content.decode()
+    assert queue.status_code == 200
+    assert applicant.wallet_address in html
+    assert other.wallet_address not in html
+    found = officer_client.get("/admin/compliance/kyccase/", {"q": other.wallet_address})
+    assert f"/admin/compliance/kyccase/{reviewed.pk}/change/" in found.content.decode()
+    assert f"/admin/compliance/kyccase/{waiting.pk}/change/" not in found.content.decode()
+    assert "created_at__year=" in html  # the date hierarchy
+
+
+def test_the_case_page_shows_documents_account_and_earlier_cases(
+    officer_client, applicant, reviewer
+):
+    earlier = in_review(applicant, reviewer)
+    kyc_case_reject(actor=reviewer, case=earlier, notes="blurred")
+    case = submit(applicant, documents=[passport(number="ZZ-9", issuing_country="DE")])
+    page = officer_client.get(f"/admin/compliance/kyccase/{case.pk}/change/")
+    html = page.content.decode()
+    assert page.status_code == 200
+    assert kyc_document_number_hash("ZZ9") in html
+    assert "ZZ-9" not in html
+    assert f"/admin/exchange/account/{applicant.pk}/change/" in html
+    assert f"/admin/compliance/kyccase/{earlier.pk}/change/" in html
+    assert 'value="start_review"' in html
+    assert 'name="_save"' not in html  # the page edits nothing
+
+
+def test_a_step_refused_in_the_admin_is_a_message_and_changes_nothing(
+    officer_client, applicant, reviewer
+):
+    case = in_review(applicant, reviewer)
+    url = f"/admin/compliance/kyccase/{case.pk}/review/"
+    for data, message in [
+        ({"step": "approve", "tier": "two"}, "whole number"),
+        ({"step": "reject", "notes": " "}, "needs notes"),
+        ({"step": "start_review"}, "already in review"),
+        ({"step": "launder"}, "unknown review step"),
+    ]:
+        response = officer_client.post(url, data, follow=True)
+        assert response.status_code == 200
+        assert message in response.content.decode().lower()
+    case.refresh_from_db()
+    assert case.status == KycStatus.IN_REVIEW
+    assert len(events(case)) == 2  # submit and start review
+
+
+def test_the_review_url_takes_only_posts(officer_client, applicant):
+    case = submit(applicant)
+    response = officer_client.get(f"/admin/compliance/kyccase/{case.pk}/review/")
+    assert response.status_code == 405
+
+
+def test_the_bulk_action_starts_review_of_submitted_cases(officer_client, staff, applicant):
+    case = submit(applicant)
+    officer_client.post(
+        "/admin/compliance/kyccase/",
+        {"action": "start_review", "_selected_action": [case.pk]},
+    )
+    case.refresh_from_db()
+    assert (case.status, case.reviewer) == (KycStatus.IN_REVIEW, staff)
