@@ -18,7 +18,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import ROUND_FLOOR, Decimal
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
+from django.urls import reverse
 from django.utils import timezone
 
 from compliance import tasks
@@ -533,3 +535,44 @@ def test_windows_are_aligned_on_the_epoch_and_only_complete_ones_are_scanned():
     assert [(w.start.minute, w.end.minute) for w in latest] == [(0, 5), (5, 10), (10, 15)]
     early = runner.last_complete_windows(datetime(2024, 1, 1, 10, 15, 30, tzinfo=UTC), config)
     assert early[-1].end.minute == 10  # 10:15 ended only 30 s ago: not settled yet
+
+
+def test_the_alert_page_shows_a_market_alert_with_its_history(quiet_market, admin_client):
+    last = Trade.objects.filter(market=quiet_market).order_by("-sequence")[0].price
+    spike = trade_at(quiet_market, (last * D("1.05")).quantize(D("0.01")), "30", T0)
+    findings = unusual_activity.detect(
+        market=quiet_market, window=Window(T0, T0 + MINUTE), config=minute_config()
+    )
+    raised = runner.alerts_raise(findings)
+    assert sorted(a.kind for a in raised) == [AlertKind.PRICE_MOVE, AlertKind.UNUSUAL_VOLUME]
+
+    for alert in raised:
+        html = admin_client.get(
+            reverse("admin:compliance_surveillancealert_change", args=[alert.pk])
+        ).content.decode()
+        assert "Previous windows" in html
+        assert reverse("admin:exchange_trade_change", args=[spike.pk]) in html
+        assert "activity_lookback_windows" in html
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"WINDOW_SECONDS": 0}, "must be positive"),
+        ({"SPOOF_SIZE_MULTIPLE": "ten"}, "is not a number"),
+        ({"BURST_MIN_ORDERS": -1}, "≥ 0"),
+        ({"WASH_MIN_TRADE": 2}, "unknown setting"),
+    ],
+)
+def test_a_bad_surveillance_setting_is_refused_by_name(settings, values, message):
+    settings.SURVEILLANCE = values
+    with pytest.raises(ImproperlyConfigured, match=message):
+        SurveillanceConfig.from_settings()
+
+
+def test_the_settings_override_the_defaults(settings):
+    settings.SURVEILLANCE = {"WINDOW_SECONDS": 60, "VOLUME_STDEVS": "3.5"}
+    config = SurveillanceConfig.from_settings()
+    assert config.window_seconds == 60
+    assert config.volume_stdevs == D("3.5")
+    assert config.burst_min_orders == SurveillanceConfig().burst_min_orders
