@@ -55,7 +55,7 @@ class SurveillanceConfig:
                 raise ImproperlyConfigured(
                     f"SURVEILLANCE[{key!r}] is not a number: {raw!r}"
                 ) from None
-            if value < 0 or (not value.is_finite() if isinstance(value, Decimal) else False):
+            if (isinstance(value, Decimal) and not value.is_finite()) or value < 0:
                 raise ImproperlyConfigured(f"SURVEILLANCE[{key!r}] must be a finite number ≥ 0")
             parsed[name] = value
         config = cls(**parsed)

@@ -561,6 +561,7 @@ def test_the_alert_page_shows_a_market_alert_with_its_history(quiet_market, admi
         ({"WINDOW_SECONDS": 0}, "must be positive"),
         ({"SPOOF_SIZE_MULTIPLE": "ten"}, "is not a number"),
         ({"BURST_MIN_ORDERS": -1}, "≥ 0"),
+        ({"VOLUME_STDEVS": "NaN"}, "finite"),
         ({"WASH_MIN_TRADE": 2}, "unknown setting"),
     ],
 )
