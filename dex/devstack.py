@@ -192,7 +192,11 @@ def cmd_test(stack_: Stack, pytest_args: Sequence[str]) -> int:
         return _run_foreground([sys.executable, "-m", "pytest", *pytest_args], stack_.env)
     # The engine is pure Python and is proven without Django loaded at all.
     engine = [sys.executable, "-m", "pytest", "-p", "no:django", "tests/exchange/engine"]
-    rest = [sys.executable, "-m", "pytest", "--ignore=tests/exchange/engine", "tests"]
+    # The fault drills run for minutes against processes they break: `make test-faults`.
+    rest = [
+        *(sys.executable, "-m", "pytest"),
+        *("--ignore=tests/exchange/engine", "--ignore=tests/faults", "tests"),
+    ]
     for argv in (engine, rest):
         print(f"==> {shlex.join(argv[1:])}", flush=True)
         code = _run_foreground(argv, stack_.env)

@@ -4,11 +4,19 @@ Every refusal is ``{"code": "...", "message": "...", "details": {...}}`` with a 
 status: ``code`` is stable and machine-readable (``VALIDATION_ERROR``,
 ``INSUFFICIENT_FUNDS``, ``NONCE_REUSED``…), ``message`` is for people, and
 ``details`` maps a field to what is wrong with it (absent when no field is to blame).
+
+When the database cannot be reached (or asks for a retry: a serialization failure,
+a deadlock), the answer is ``503 SERVICE_UNAVAILABLE`` with ``Retry-After``: the
+request may or may not have been applied, and retrying it is safe because orders and
+withdrawals are idempotent on the client's own id.
 """
 
 from __future__ import annotations
 
+import logging
+
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
+from django.db import InterfaceError, OperationalError
 from django.http import Http404, HttpResponse, JsonResponse
 from django.views.defaults import bad_request as django_bad_request
 from django.views.defaults import page_not_found
@@ -81,8 +89,24 @@ def error_body(code: str, message: str, details: dict | None = None) -> dict:
     return body
 
 
+logger = logging.getLogger(__name__)
+
+# Seconds a client is asked to wait before retrying when the database is away.
+RETRY_AFTER_SECONDS = 1
+
+
 def exception_handler(exc, context) -> Response | None:
     """DRF's ``EXCEPTION_HANDLER``: every exception a view raises, in the one shape."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        logger.warning("database unavailable: %s", exc)
+        return Response(
+            error_body(
+                "SERVICE_UNAVAILABLE",
+                "the exchange cannot reach its database right now; retry shortly",
+            ),
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     if isinstance(exc, RequestDataTooBig):
         return Response(
             error_body("PAYLOAD_TOO_LARGE", "the request body is too large"),

@@ -124,6 +124,11 @@ CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A task taken by a worker that then died (kill -9, lost host) is handed out again
+# after this many seconds; longer than any task runs.
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": env.int("CELERY_VISIBILITY_TIMEOUT", default=3600)
+}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_TIMEZONE = "UTC"
 # Tasks retry a failure that may pass (a lost connection, a serialization failure) with
@@ -308,8 +313,9 @@ STORAGES = {
 LOG_FORMAT = env.str("LOG_FORMAT", default="json")
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO")
 LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)
-# Celery workers log through LOGGING too, rather than replace the root logger's handlers.
-CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+# With json, Celery workers log through LOGGING too rather than replace the root logger's
+# handlers with their own text format (which plain keeps).
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"
 
 # Health checks must answer quickly even when a dependency hangs.
 HEALTH_CHECK_TIMEOUT_SECONDS = env.float("HEALTH_CHECK_TIMEOUT_SECONDS", default=2.0)

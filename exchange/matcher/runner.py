@@ -6,7 +6,9 @@ lock every poll and takes over — rebuilding the book from the database — the
 the owner's connection closes (the owner died). Before every round of batches the
 matcher proves its lock session is still alive (and so still holds its locks), so a
 matcher that lost its locks (a network partition, a restarted database) stops before
-writing another batch.
+writing another batch, drops its books and stands by until the database answers again.
+Redis is not needed to match: without it the matcher goes on committing batches and
+publishes again (a whole snapshot with every batch) once it is back.
 
 The loop sleeps on LISTEN (woken by the journal's NOTIFY trigger) and polls, so a
 lost notification costs at most one poll interval.
@@ -30,8 +32,9 @@ import threading
 import time
 
 import psycopg
+import redis
 from django.conf import settings
-from django.db import connection
+from django.db import DatabaseError, connection
 
 from dex.metrics import (
     BOOK_LEVELS,
@@ -99,9 +102,32 @@ class Runner:
         matcher_metrics_serve(settings.MATCHER_METRICS_PORT, settings.MATCHER_METRICS_ADDR)
         self.publisher = Publisher()
         try:
-            self._run()
+            self._run_until_stopped()
         finally:
             self.publisher.stop()
+
+    def _run_until_stopped(self) -> None:
+        """Run; when the database goes away (the lock session with it, and so every
+        market lock), drop the books and stand by again until it answers: the books
+        are rebuilt from PostgreSQL by whichever matcher takes each market next."""
+        outages = 0
+        while not self.stop.is_set():
+            try:
+                self._run()
+                return
+            except (LostLock, psycopg.OperationalError, DatabaseError) as exc:
+                outages += 1
+                released = ", ".join(m.market.symbol for m in self.owned.values()) or "none"
+                log.error(
+                    "matcher %s lost its database session (%s); markets released: %s; standing by",
+                    self.identity,
+                    exc,
+                    released,
+                )
+                self.owned.clear()
+                self.failures.clear()
+                connection.close()
+                self.stop.wait(min(5.0, 0.25 * 2**outages))
 
     def _run(self) -> None:
         with psycopg.connect(**_conninfo()) as lock_conn:
@@ -135,7 +161,11 @@ class Runner:
                 )
                 matcher = MarketMatcher(market)
                 self.owned[market.pk] = matcher
-                publish_snapshot(matcher)
+                try:
+                    publish_snapshot(matcher)
+                except redis.RedisError as exc:
+                    # Every batch publishes the whole book again once Redis is back.
+                    log.warning("market %s: snapshot not published: %s", market.symbol, exc)
                 _freeze_long_lived()
 
     def _fence(self) -> None:
@@ -153,7 +183,7 @@ class Runner:
             try:
                 self._fence()
             except LostLock:
-                log.error("matcher %s lost its markets; stopping", self.identity)
+                log.error("matcher %s lost its lock session; releasing its markets", self.identity)
                 raise
         for market_id, matcher in list(self.owned.items()):
             try:
@@ -186,14 +216,19 @@ class Runner:
                 pass
 
     def _heartbeat(self) -> None:
+        """Tell readers (health checks, the admin) who owns each market. Ownership itself
+        is the advisory lock: without Redis the matcher goes on matching."""
         client = redis_client()
         now = time.time()
-        for matcher in self.owned.values():
-            client.set(
-                heartbeat_key(matcher.market.symbol),
-                json.dumps({"owner": self.identity, "at": now, "sequence": matcher.sequence}),
-                ex=HEARTBEAT_TTL_SECONDS,
-            )
+        try:
+            for matcher in self.owned.values():
+                client.set(
+                    heartbeat_key(matcher.market.symbol),
+                    json.dumps({"owner": self.identity, "at": now, "sequence": matcher.sequence}),
+                    ex=HEARTBEAT_TTL_SECONDS,
+                )
+        except redis.RedisError as exc:
+            log.warning("matcher %s: heartbeat not written: %s", self.identity, exc)
 
     def _book_gauges(self) -> None:
         for matcher in self.owned.values():

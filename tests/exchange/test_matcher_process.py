@@ -326,3 +326,31 @@ def test_a_standby_takes_over_from_a_killed_owner_within_two_seconds(
     assert Trade.objects.get().sequence == 1
     wait_for(lambda: owns(market, standby), 5, "the standby's heartbeat", matchers)
     call_command("verify_books", "--market", market.symbol)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_matcher_that_loses_its_database_session_stands_by_and_takes_the_market_back(
+    market, buyer, seller, matchers
+):
+    """The database drops the matcher's lock session (a restart, a partition): its
+    market locks go with it, so it must not write another batch; it releases the book,
+    stays alive, and owns the market again — rebuilt from PostgreSQL — once it can."""
+    proc = matchers.start()
+    wait_for(lambda: owns(market, proc), 30, "the matcher", matchers)
+    ask = place_order(seller, market, "SELL", "1", "100")
+    wait_for(lambda: not pending(market), 10, "the ask to rest", matchers)
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = 'dex-matcher-lock' AND datname = current_database()"
+        )
+        assert cursor.fetchall() == [(True,)]
+
+    bid = place_order(buyer, market, "BUY", "1", "100")
+    wait_for(lambda: not pending(market), 20, "the matcher to take the market back", matchers)
+    assert proc.poll() is None
+    assert Order.objects.get(pk=ask.pk).status == Order.objects.get(pk=bid.pk).status == "FILLED"
+    wait_for(lambda: owns(market, proc), 10, "the matcher to own the market again", matchers)
+    assert "lost its database session" in matchers.log_tail()
+    call_command("verify_books", "--market", market.symbol)
