@@ -702,7 +702,7 @@ class TradeReportForm(ReportForm):
 
 
 class OrderReportForm(ReportForm):
-    market = _MarketField()
+    market = _MarketField(empty_label="Choose a market")
 
 
 class StatementForm(ReportForm):
