@@ -4,7 +4,9 @@ summary, for a period.
 Each CSV report is a generator of rows (lists of strings, the header first) read from a
 server-side cursor (``QuerySet.iterator(chunk_size=…)``), so an export of millions of
 rows holds one chunk in memory at a time, whether it is streamed to a browser by the
-admin or written to a file by ``manage.py compliance_report``. Every value is text
+admin or written to a file by ``manage.py compliance_report``. (Outside a transaction
+Django declares the cursor ``WITH HOLD``: PostgreSQL then keeps the rows on its side
+until they are fetched, never the process.) Every value is text
 that means exactly one thing: decimals exactly as stored (``format(d, "f")``),
 timestamps ISO 8601 in UTC with a ``Z``, empty for none.
 
