@@ -21,6 +21,8 @@ help:
 	@echo "make bench-ledger      trade settlements per second"
 	@echo "make bench-api         signed orders per second and latency over HTTP (web + matcher)"
 	@echo "make bench-ws          WebSocket subscribers held, messages/s and latency while trading"
+	@echo "make backup            pg_dump the database to backups/<UTC timestamp>.dump"
+	@echo "make restore FILE=…    restore a dump into a new database (ARGS=--into-configured: replace it)"
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info[:2] == (3, 11) else "Python 3.11 is required (set PYTHON=/path/to/python3.11)")'
@@ -51,6 +53,15 @@ manage: install
 
 clean-data:
 	rm -rf .data
+
+# The embedded PostgreSQL or DATABASE_URL's, with client tools of the server's version.
+.PHONY: backup restore
+backup: install
+	$(BIN)/python -m dex.devstack exec -- $(BIN)/python -m dex.backup backup $(ARGS)
+
+restore: install
+	@test -n "$(FILE)" || { echo "usage: make restore FILE=backups/<timestamp>.dump [ARGS=...]"; exit 2; }
+	$(BIN)/python -m dex.devstack exec -- $(BIN)/python -m dex.backup restore "$(FILE)" $(ARGS)
 
 # Benchmark-only packages live in their own virtualenv, never in the app's.
 .venv-bench/.installed-stamp: bench/requirements.txt

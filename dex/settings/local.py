@@ -24,3 +24,4 @@ warnings.filterwarnings(
 # Text logs at a developer's terminal; LOG_FORMAT=json to see what production writes.
 LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
 LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)  # noqa: F405
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"

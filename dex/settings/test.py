@@ -1,6 +1,7 @@
 """The test suite: real PostgreSQL and Redis (from DATABASE_URL / REDIS_URL), a fast
 password hasher, and static files served from the apps."""
 
+from dex.logging import logging_config
 from dex.settings.base import *  # noqa: F403
 
 DEBUG = False
@@ -21,3 +22,7 @@ API_RATE_LIMIT_KEY_PREFIX = "dex:test:rl"
 # Matchers the tests start serve metrics only where a test asks for it (a free port).
 MATCHER_METRICS_PORT = env.int("MATCHER_METRICS_PORT", default=0)  # noqa: F405
 MATCHER_METRICS_TARGETS = []
+# Text logs, readable in a failing test's output; the logging tests ask for JSON.
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")  # noqa: F405
+LOGGING = logging_config(log_format=LOG_FORMAT, level=LOG_LEVEL)  # noqa: F405
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"

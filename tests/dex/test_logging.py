@@ -136,7 +136,7 @@ def test_plain_lines_carry_the_same_fields_and_context_as_text():
 
 
 def test_logging_config_refuses_an_unknown_format(settings):
-    assert settings.LOGGING["handlers"]["console"]["formatter"] == "json"
+    assert settings.LOGGING["handlers"]["console"]["formatter"] == settings.LOG_FORMAT
     assert settings.LOGGING["handlers"]["console"]["filters"] == ["request_id"]
     plain = logging_config(log_format="plain", level="INFO")
     assert plain["handlers"]["console"]["formatter"] == "plain"
