@@ -33,7 +33,7 @@ HEX_ADDRESS = r"^0x[0-9a-fA-F]{40}$"
 def _refused(exc: SignInError, http_status: int = status.HTTP_400_BAD_REQUEST) -> ApiError:
     if exc.code in {"SIGNATURE_MISMATCH", "INVALID_SIGNATURE", "LOGIN_CHALLENGE_EXPIRED"}:
         http_status = status.HTTP_401_UNAUTHORIZED
-    elif exc.code == "ACCOUNT_CLOSED":
+    elif exc.code in {"ACCOUNT_CLOSED", "JURISDICTION_RESTRICTED"}:
         http_status = status.HTTP_403_FORBIDDEN
     return ApiError(exc.code, str(exc), status=http_status)
 

@@ -57,6 +57,7 @@ from portfolio.selectors import (
 )
 from portfolio.services.ledger import InsufficientFunds
 from portfolio.services.vault import (
+    ComplianceRefusal,
     IdempotencyConflict,
     VaultError,
     withdrawal_idempotency_key,
@@ -220,6 +221,8 @@ class WithdrawalListView(TraderHistoryView):
             raise ApiError("IDEMPOTENCY_CONFLICT", str(exc), status=409) from None
         except InvalidWalletAddress as exc:
             raise ApiError("INVALID_ADDRESS", str(exc)) from None
+        except ComplianceRefusal as exc:  # the jurisdiction or the tier's daily limit
+            raise ApiError(exc.code, str(exc), status=403) from None
         except VaultError as exc:
             raise ApiError("WITHDRAWAL_REFUSED", str(exc), status=403) from None
         return Response(

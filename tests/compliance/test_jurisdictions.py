@@ -15,6 +15,7 @@ from exchange.services.sessions import SignInError, login_challenge_issue, login
 from exchange.signing import sign_message
 from portfolio.models import VaultOperation
 from portfolio.services.vault import ComplianceRefusal, withdrawal_request
+from tests.api_support import key_client
 from tests.factories import AccountFactory, MarketFactory, place_order
 from tests.portfolio import sim
 
@@ -56,7 +57,7 @@ def test_the_api_answers_a_barred_sign_in_with_its_code(wallet):
         {"message": message, "signature": sign_message(wallet.key, message)},
         format="json",
     )
-    assert response.status_code in (400, 403)
+    assert response.status_code == 403
     assert response.json()["code"] == "JURISDICTION_RESTRICTED"
     assert "token" not in response.json()
 
@@ -132,3 +133,18 @@ def test_jurisdiction_block_names_the_reason_of_the_all_markets_rule(market):
     bar("CU", reason="every market")
     assert jurisdiction_block("CU") == "every market"
     assert jurisdiction_block("") is None
+
+
+def test_the_api_refuses_a_barred_residents_withdrawal_with_its_code(quote):
+    trader = AccountFactory(kyc_tier=1, country="KP")
+    sim.deposit(trader, quote, "1000")
+    bar("KP", reason="sanctions programme")
+    response = key_client(trader).post(
+        "/api/v1/withdrawals/",
+        {"asset": "USDC", "amount": "10", "destination_address": DEST, "client_request_id": "w"},
+        format="json",
+    )
+    assert response.status_code == 403
+    assert response.json()["code"] == "JURISDICTION_RESTRICTED"
+    assert "sanctions programme" in response.json()["message"]
+    assert sim.balance(trader, quote) == (Decimal("1000"), Decimal(0))

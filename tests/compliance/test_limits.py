@@ -161,7 +161,7 @@ def test_a_zero_limit_allows_no_withdrawal(quote):
         withdraw(unverified, quote, "1")
 
 
-def test_the_api_refuses_a_withdrawal_past_the_limit_with_its_reason(quote, trader1):
+def test_the_api_refuses_a_withdrawal_past_the_limit_with_its_code_and_reason(quote, trader1):
     limit(quote, withdrawal="100")
     sim.deposit(trader1, quote, "1000")
     body = {"asset": "USDC", "amount": "150", "destination_address": DEST}
@@ -169,7 +169,7 @@ def test_the_api_refuses_a_withdrawal_past_the_limit_with_its_reason(quote, trad
         "/api/v1/withdrawals/", body | {"client_request_id": "w-9"}, format="json"
     )
     assert response.status_code == 403
-    assert response.json()["code"] == "WITHDRAWAL_REFUSED"
+    assert response.json()["code"] == "DAILY_WITHDRAWAL_LIMIT_EXCEEDED"
     assert "withdraw 100 USDC in 24 hours" in response.json()["message"]
     assert sim.balance(trader1, quote) == (D("1000"), D(0))
 
