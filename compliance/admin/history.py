@@ -15,6 +15,9 @@ from typing import Any
 from django.contrib import admin
 from django.contrib.auth import get_user_model
 from django.db import models
+from django.db.models import BigIntegerField, OuterRef, Subquery
+from django.db.models.fields.json import KT
+from django.db.models.functions import Cast
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 
@@ -107,6 +110,16 @@ class ChangeHistoryAdmin(ReadOnlyAdmin):
     date_hierarchy = "pgh_created_at"
     ordering = ["-pgh_created_at", "-pgh_id"]
 
+    def get_queryset(self, request):
+        user_id = Cast(KT("pgh_context__user"), BigIntegerField())
+        usernames = get_user_model().objects.filter(pk=OuterRef("changed_by_id"))
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(changed_by_id=user_id)
+            .annotate(changed_by_name=Subquery(usernames.values("username")[:1]))
+        )
+
     def get_readonly_fields(self, request, obj=None):
         return [f.name for f in self.model._meta.concrete_fields]
 
@@ -123,8 +136,9 @@ class ChangeHistoryAdmin(ReadOnlyAdmin):
 
     @admin.display(description="by")
     def changed_by(self, event) -> str:
-        user_id = (event.pgh_context or {}).get("user")
-        return f"user #{user_id}" if user_id else "—"
+        if event.changed_by_id is None:
+            return "—"
+        return event.changed_by_name or f"user #{event.changed_by_id}"
 
     @admin.display(description="page")
     def page(self, event) -> str:

@@ -151,6 +151,9 @@ def test_a_change_made_in_the_admin_records_the_staff_user_and_page(client, djan
     (event,) = JurisdictionRuleHistory.objects.filter(pgh_obj_id=rule.pk)
     assert event.pgh_context["user"] == officer.pk
     assert event.pgh_context["url"] == "/admin/compliance/jurisdictionrule/add/"
+    client.force_login(staff_with(django_user_model, "reader", "view_jurisdictionrulehistory"))
+    listing = client.get("/admin/compliance/jurisdictionrulehistory/")
+    assert '<td class="field-changed_by">officer</td>' in listing.content.decode()
 
 
 def test_the_history_page_shows_the_recorded_changes(client, django_user_model, account):
