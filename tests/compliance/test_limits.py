@@ -1,10 +1,11 @@
 """KYC-tier limits: the largest order (at placement), and the deposits and withdrawals a
 tier may make of an asset in any 24 hours (in the vault's services and the API)."""
 
+import threading
 from decimal import Decimal
 
 import pytest
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, connection, connections, transaction
 
 from compliance.models import KycFundingLimit, KycTierLimit
 from exchange.services.orders import OrderRejected
@@ -15,7 +16,7 @@ from portfolio.services.vault import (
     withdrawal_request,
 )
 from tests.api_support import key_client
-from tests.factories import AccountFactory, place_order, random_hex
+from tests.factories import AccountFactory, AssetFactory, place_order, random_hex
 from tests.portfolio import sim
 
 D = Decimal
@@ -194,3 +195,31 @@ def test_a_tier_has_one_limit_per_asset(quote):
     limit(quote, deposit="1")
     with pytest.raises(IntegrityError, match="kycfundinglimit_unique"), transaction.atomic():
         limit(quote, withdrawal="1")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_withdrawals_cannot_overrun_the_limit_together():
+    usdc = AssetFactory(symbol="USDC", decimals=6)
+    trader = AccountFactory(kyc_tier=1)
+    limit(usdc, withdrawal="500")
+    sim.deposit(trader, usdc, "2000")
+    barrier = threading.Barrier(2)
+    outcomes = []
+
+    def request(key):
+        try:
+            barrier.wait()
+            withdraw(trader, usdc, "300", key=key)
+            outcomes.append("accepted")
+        except ComplianceRefusal:
+            outcomes.append("refused")
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=request, args=(f"w-{n}",)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["accepted", "refused"]
+    assert sim.balance(trader, usdc) == (D("1700"), D("300"))
