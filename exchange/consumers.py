@@ -57,6 +57,7 @@ from dex.redis import redis_client
 from exchange import streams_hub
 from exchange.matcher.publish import book_key
 from exchange.models import Account, ApiKeyScope, Market, OrderCommand, Side, WebSocketConnection
+from exchange.notify import api_key_group, session_group
 from exchange.selectors import candle_list, database_levels, ticker_24h
 from exchange.services.orders import order_cancel_all
 from portfolio.selectors import balance_list
@@ -200,6 +201,13 @@ def candle_message(market: MarketRef, interval: str) -> dict | None:
         "quote_volume": str(c.quote_volume),
         "trade_count": c.trade_count,
     }
+
+
+def _credential_group(meta: dict, trader: Trader) -> str:
+    """The group through which the credential's revocation reaches this connection."""
+    if trader.api_key_id is not None:
+        return api_key_group(trader.api_key_id)
+    return session_group(meta["HTTP_AUTHORIZATION"].split(" ", 1)[1].strip())
 
 
 def balances_message(account: Account) -> dict:
@@ -372,6 +380,8 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
                 self.trader = await database_sync_to_async(authenticate)(meta)
             except AuthenticationFailed as exc:
                 self.refuse(Refused("AUTH_FAILED", CLOSE_AUTH_FAILED, str(exc.detail)))
+            if self.trader is not None:
+                await self._join(_credential_group(meta, self.trader))
         await self._open_row()
 
     async def disconnect(self, code) -> None:
@@ -495,7 +505,10 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             trader = await database_sync_to_async(authenticate)(meta)
         except AuthenticationFailed as exc:
             raise Refused("AUTH_FAILED", CLOSE_AUTH_FAILED, str(exc.detail)) from None
+        if trader is None:
+            raise Refused("AUTH_FAILED", CLOSE_AUTH_FAILED, "unknown credential")
         self.trader = trader
+        await self._join(_credential_group(meta, trader))
         self.dirty = True
         await self._save_account()
         self.deliver(
@@ -680,6 +693,15 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             self.tasks.remove(task)
         if not task.cancelled() and task.exception() is not None:
             log.error("ws %s: resync failed", self.connection_id, exc_info=task.exception())
+
+    async def account_balances_changed(self, event: dict) -> None:
+        """A deposit, withdrawal or adjustment moved this trader's balances."""
+        if "account" in self.subscriptions:
+            self._refresh_balances(delay=0)
+
+    async def credential_revoked(self, event: dict) -> None:
+        """The API key or wallet session this connection signed in with has ended."""
+        self.refuse(Refused("AUTH_REVOKED", CLOSE_AUTH_FAILED, "the credential was revoked"))
 
     async def account_orders(self, event: dict) -> None:
         if "account" not in self.subscriptions:

@@ -26,6 +26,7 @@ from django.utils import timezone
 from compliance.gates import sign_in_refusal
 from dex.redis import redis_client
 from exchange.models import Account, AccountStatus, ApiKey, ApiKeyScope
+from exchange.notify import api_key_group, credential_revoked, session_group
 from exchange.services.accounts import account_register, wallet_address_normalize
 from exchange.signing import SignatureError, login_message, recover_message_signer
 
@@ -124,7 +125,9 @@ def session_account_id(token: str) -> int | None:
 
 
 def session_end(*, token: str) -> None:
+    """Sign out: the token stops working, and open streams that signed in with it close."""
     redis_client().delete(_session_key(token))
+    credential_revoked(session_group(token))
 
 
 # --- API keys -------------------------------------------------------------------------
@@ -172,4 +175,6 @@ def api_key_revoke(*, account: Account, key: ApiKey) -> ApiKey:
     if locked.revoked_at is None:
         locked.revoked_at = timezone.now()
         locked.save(update_fields=["revoked_at"])
+        # Open streams that authenticated with the key close once this commits.
+        credential_revoked(api_key_group(locked.pk))
     return locked

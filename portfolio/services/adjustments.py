@@ -10,6 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from exchange.models import Account, Asset
+from exchange.notify import balances_changed
 from portfolio.lock_objects import adjustment_lock
 from portfolio.models import (
     AdjustmentStatus,
@@ -99,6 +100,7 @@ def adjustment_post(
     locked.decided_by = approved_by
     locked.decided_at = timezone.now()
     locked.save(update_fields=["status", "decided_by", "decided_at"])
+    balances_changed([locked.account_id])
     return locked
 
 

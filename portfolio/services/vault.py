@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from compliance.gates import GateRefusal, deposit_refusal, withdrawal_refusal
 from exchange.models import Account, AccountStatus, Asset
+from exchange.notify import balances_changed
 from exchange.services.accounts import wallet_address_normalize
 from portfolio.lock_objects import vault_operation_lock
 from portfolio.models import (
@@ -134,6 +135,7 @@ def deposit_credit(
     )
     operation.balance_after = available.balance
     operation.save(update_fields=["balance_after"])
+    balances_changed([account.pk])
     return operation
 
 
@@ -211,6 +213,7 @@ def withdrawal_request(
     )
     operation.balance_after = available.balance
     operation.save(update_fields=["balance_after"])
+    balances_changed([account.pk])
 
     limit = WithdrawalLimit.objects.filter(kyc_tier=account.kyc_tier, asset=asset).first()
     if limit is not None and amount <= limit.auto_approve_max:
@@ -238,6 +241,7 @@ def _locked_withdrawal(operation: VaultOperation, *allowed: str) -> VaultOperati
 
 
 def _release(operation: VaultOperation) -> None:
+    balances_changed([operation.account_id])
     available, held, _vault = _withdrawal_accounts(operation)
     entries_post(
         [
@@ -298,6 +302,7 @@ def withdrawal_complete(
     """The withdrawal is final on chain: the held amount leaves the vault."""
     operation = _locked_withdrawal(withdrawal, VaultOperationStatus.PROCESSING)
     _available, held, vault = _withdrawal_accounts(operation)
+    balances_changed([operation.account_id])
     entries_post(
         [
             Entry(
