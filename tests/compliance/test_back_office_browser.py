@@ -116,9 +116,10 @@ def browser(tmp_path, downloads):
 
 @pytest.fixture
 def web(tmp_path):
-    """``uvicorn dex.asgi:application`` on a free port, against the test database; its
-    base URL."""
-    with web_server(tmp_path) as port:
+    """``uvicorn dex.asgi:application`` on a free port, against the test database, with a
+    connection pool as the Procfile runs it (so a streamed export keeps its pooled
+    connection to the end); its base URL."""
+    with web_server(tmp_path, DB_POOL_MAX_SIZE="4") as port:
         yield f"http://127.0.0.1:{port}"
 
 
