@@ -26,11 +26,17 @@ DAILY_LIMIT_WINDOW = timedelta(hours=24)
 
 _RULES_SQL = f"""
 SELECT
+    a.status,
+    a.kyc_tier,
+    a.country,
     (SELECT reason FROM {JurisdictionRule._meta.db_table}
-      WHERE country = %s AND country <> '' AND (market_id IS NULL OR market_id = %s)
+      WHERE country = a.country AND a.country <> '' AND (market_id IS NULL OR market_id = %s)
       ORDER BY market_id NULLS FIRST LIMIT 1),
     (SELECT max_order_notional FROM {KycTierLimit._meta.db_table}
-      WHERE kyc_tier = %s AND quote_id = %s)
+      WHERE kyc_tier = a.kyc_tier AND quote_id = %s)
+FROM {Account._meta.db_table} a
+WHERE a.id = %s
+FOR SHARE OF a
 """
 
 
@@ -44,32 +50,38 @@ def placement_refusal(
     *, account: Account, market: Market, notional: Decimal | None
 ) -> GateRefusal | None:
     """Why ``account`` may not place an order of ``notional`` (quote units; None when
-    unknown, as for a market sell) in ``market``, or None when it may."""
-    if account.status == AccountStatus.FROZEN:
-        return GateRefusal("ACCOUNT_FROZEN", "this account is frozen; contact support")
-    if account.status != AccountStatus.ACTIVE:
-        return GateRefusal("ACCOUNT_NOT_ACTIVE", f"account is {account.status}")
+    unknown, as for a market sell) in ``market``, or None when it may.
+
+    Run inside the placement's transaction: the account is read as it is now (not as
+    the caller loaded it) and its row stays share-locked until the order and its
+    command commit. A freeze (which locks the row to update it) therefore either
+    waits for this order and then cancels it through the journal, or commits first
+    and this order is refused: no order slips past a freeze."""
     if market.status == MarketStatus.HALTED:
         return GateRefusal("MARKET_HALTED", f"{market.symbol} is halted")
     if market.status != MarketStatus.OPEN:
         return GateRefusal("MARKET_NOT_OPEN", f"{market.symbol} is {market.status}")
-    if account.kyc_tier < MIN_TRADING_KYC_TIER:
-        return GateRefusal("KYC_REQUIRED", "complete identity verification before trading")
     with connection.cursor() as cursor:
-        # Both rules in one round trip: the first jurisdiction rule that applies, and
-        # the tier's order limit in this quote asset.
-        cursor.execute(_RULES_SQL, [account.country, market.pk, account.kyc_tier, market.quote_id])
-        restriction, max_notional = cursor.fetchone()
+        # The account and both rules in one round trip: the first jurisdiction rule
+        # that applies, and the tier's order limit in this quote asset.
+        cursor.execute(_RULES_SQL, [market.pk, market.quote_id, account.pk])
+        status, kyc_tier, country, restriction, max_notional = cursor.fetchone()
+    if status == AccountStatus.FROZEN:
+        return GateRefusal("ACCOUNT_FROZEN", "this account is frozen; contact support")
+    if status != AccountStatus.ACTIVE:
+        return GateRefusal("ACCOUNT_NOT_ACTIVE", f"account is {status}")
+    if kyc_tier < MIN_TRADING_KYC_TIER:
+        return GateRefusal("KYC_REQUIRED", "complete identity verification before trading")
     if restriction is not None:
         return GateRefusal(
             "JURISDICTION_RESTRICTED",
-            f"{market.symbol} is not available in {account.country}: {restriction}",
+            f"{market.symbol} is not available in {country}: {restriction}",
         )
     if notional is not None and max_notional is not None and notional > max_notional:
         return GateRefusal(
             "KYC_LIMIT_EXCEEDED",
             f"orders above {max_notional} {market.quote.symbol} need a higher KYC tier "
-            f"than {account.kyc_tier}",
+            f"than {kyc_tier}",
         )
     return None
 
@@ -100,7 +112,7 @@ def sign_in_refusal(*, account: Account) -> GateRefusal | None:
     return _jurisdiction_refusal(account, "the exchange")
 
 
-def _moved_in_window(account: Account, asset: Asset, kind: str, statuses) -> Decimal:
+def _moved_in_window(account: Account, asset: Asset, kind: str, statuses: list[str]) -> Decimal:
     since = timezone.now() - DAILY_LIMIT_WINDOW
     total = VaultOperation.objects.filter(
         account=account, asset=asset, kind=kind, status__in=statuses, created_at__gte=since
@@ -113,7 +125,14 @@ def _funding_limit(account: Account, asset: Asset) -> KycFundingLimit | None:
 
 
 def _over_daily_limit(
-    *, code: str, what: str, amount: Decimal, so_far: Decimal, limit: Decimal, asset, tier: int
+    *,
+    code: str,
+    what: str,
+    amount: Decimal,
+    so_far: Decimal,
+    limit: Decimal,
+    asset: Asset,
+    tier: int,
 ) -> GateRefusal | None:
     if so_far + amount <= limit:
         return None
