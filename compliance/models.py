@@ -548,7 +548,7 @@ def _change_history(tracked: type[models.Model], model_name: str) -> type[models
     each a snapshot of the row (``updated_at`` aside: a change is a change of
     something else). Triggers in the database write it, so a change made by raw SQL
     is recorded too; ``pgh_context`` holds the request's user id and URL when the
-    change came through the web (``pghistory.middleware.HistoryMiddleware``)."""
+    change was made in the back office (``compliance.middleware``)."""
     return pghistory.create_event_model(
         tracked,
         pghistory.InsertEvent(),

@@ -49,8 +49,9 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    # Attaches the staff user and URL of a write to the change-history rows it makes.
-    "pghistory.middleware.HistoryMiddleware",
+    # Attaches the staff user and URL of a back-office write to the change-history
+    # rows it makes (the API's writes skip it).
+    "compliance.middleware.BackOfficeHistoryMiddleware",
 ]
 # Reads change nothing, so only writes carry the history context.
 PGHISTORY_MIDDLEWARE_METHODS = ("POST", "PUT", "PATCH", "DELETE")
