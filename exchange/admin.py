@@ -11,7 +11,7 @@ from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html
 
-from dex.admin import ReadOnlyAdmin
+from dex.admin import AuditedAdmin, ReadOnlyAdmin
 from exchange.models import (
     Account,
     ApiKey,
@@ -40,7 +40,7 @@ CHART_MAX_POINTS = 720
 
 
 @admin.register(Asset)
-class AssetAdmin(admin.ModelAdmin):
+class AssetAdmin(AuditedAdmin):
     list_display = ["symbol", "name", "decimals", "contract_address", "is_active", "created_at"]
     list_filter = ["is_active"]
     search_fields = ["symbol", "name", "contract_address"]
@@ -48,7 +48,7 @@ class AssetAdmin(admin.ModelAdmin):
 
 
 @admin.register(Market)
-class MarketAdmin(admin.ModelAdmin):
+class MarketAdmin(AuditedAdmin):
     list_display = [
         "symbol",
         "status",
@@ -84,7 +84,7 @@ class ApiKeyInline(admin.TabularInline):
 
 
 @admin.register(Account)
-class AccountAdmin(admin.ModelAdmin):
+class AccountAdmin(AuditedAdmin):
     list_display = [
         "id",
         "wallet_address",
@@ -104,7 +104,9 @@ class AccountAdmin(admin.ModelAdmin):
 
     def get_readonly_fields(self, request: HttpRequest, obj=None):
         if obj is not None:
-            return [*self.readonly_fields, "wallet_address"]
+            # The tier and the country an account trades under are what its approved
+            # KYC case says (compliance.services.kyc), never a hand edit.
+            return [*self.readonly_fields, "wallet_address", "kyc_tier", "country"]
         return self.readonly_fields
 
     def get_urls(self):

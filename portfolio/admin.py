@@ -6,7 +6,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.http import HttpRequest
 
-from dex.admin import ReadOnlyAdmin
+from dex.admin import AuditedAdmin, ReadOnlyAdmin
 from portfolio.models import (
     AdjustmentStatus,
     Balance,
@@ -144,14 +144,14 @@ class VaultOperationAdmin(ReadOnlyAdmin):
 
 
 @admin.register(WithdrawalLimit)
-class WithdrawalLimitAdmin(admin.ModelAdmin):
+class WithdrawalLimitAdmin(AuditedAdmin):
     list_display = ["kyc_tier", "asset", "auto_approve_max"]
     list_filter = ["asset", "kyc_tier"]
     search_fields = ["asset__symbol"]
 
 
 @admin.register(FeeTier)
-class FeeTierAdmin(admin.ModelAdmin):
+class FeeTierAdmin(AuditedAdmin):
     list_display = ["name", "quote", "min_volume_30d", "maker_fee_rate", "taker_fee_rate"]
     list_filter = ["quote"]
     search_fields = ["name"]

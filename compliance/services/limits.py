@@ -8,12 +8,9 @@ atomic), so they join it rather than insist on being the outermost one.
 
 from __future__ import annotations
 
-from typing import Any
-
-from django.db import transaction
-
 from compliance.models import JurisdictionRule, KycFundingLimit, KycTierLimit
-from compliance.services.audit import Actor, audit_record, model_state
+from compliance.services.audit import Actor
+from compliance.services.records import record_delete, record_save
 
 ComplianceRule = KycTierLimit | KycFundingLimit | JurisdictionRule
 
@@ -24,33 +21,10 @@ _RULE_FIELDS: dict[type, list[str]] = {
 }
 
 
-def _state(rule: ComplianceRule) -> dict[str, Any]:
-    return model_state(rule, _RULE_FIELDS[type(rule)])
-
-
-@transaction.atomic
 def compliance_rule_save(*, actor: Actor, rule: ComplianceRule) -> ComplianceRule:
     """Create ``rule``, or save the changes made to it."""
-    before = None
-    if rule.pk is not None:
-        stored = type(rule).objects.select_for_update().get(pk=rule.pk)
-        before = _state(stored)
-    rule.save()
-    rule.refresh_from_db()  # the stored values (decimals at their scale) for the record
-    audit_record(
-        actor=actor,
-        action=f"{rule._meta.model_name}.{'update' if before else 'create'}",
-        target=rule,
-        before=before,
-        after=_state(rule),
-    )
-    return rule
+    return record_save(actor=actor, record=rule, fields=_RULE_FIELDS[type(rule)])
 
 
-@transaction.atomic
 def compliance_rule_delete(*, actor: Actor, rule: ComplianceRule) -> None:
-    stored = type(rule).objects.select_for_update().get(pk=rule.pk)
-    audit_record(
-        actor=actor, action=f"{rule._meta.model_name}.delete", target=stored, before=_state(stored)
-    )
-    stored.delete()
+    record_delete(actor=actor, record=rule, fields=_RULE_FIELDS[type(rule)])
