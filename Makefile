@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format manage clean-data bench-engine bench-ledger bench-api bench-ws
+.PHONY: help install run test lint format manage clean-data bench-engine bench-ledger bench-api bench-ws bench-system
 
 help:
 	@echo "make run      start the platform (web; demo data; prints the URLs and the staff login)"
@@ -21,6 +21,7 @@ help:
 	@echo "make bench-ledger      trade settlements per second"
 	@echo "make bench-api         signed orders per second and latency over HTTP (web + matcher)"
 	@echo "make bench-ws          WebSocket subscribers held, messages/s and latency while trading"
+	@echo "make bench-system      the whole stack under orders + subscribers, then the books proved"
 	@echo "make backup            pg_dump the database to backups/<UTC timestamp>.dump"
 	@echo "make restore FILE=…    restore a dump into a new database (ARGS=--into-configured: replace it)"
 
@@ -80,3 +81,6 @@ bench-api: install
 
 bench-ws: install
 	$(BIN)/python -m dex.devstack exec -- $(BIN)/python bench/ws.py $(ARGS)
+
+bench-system: install
+	$(BIN)/python -m dex.devstack exec -- $(BIN)/python bench/system.py $(ARGS)

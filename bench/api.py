@@ -142,13 +142,13 @@ def setup_django() -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
 
 
-def bench_database_create() -> tuple[str, str]:
-    """Create, migrate and switch to the bench's own database; return the configured
-    database's name (to switch back to) and the bench's."""
+def bench_database_create(suffix: str = DATABASE_SUFFIX) -> tuple[str, str]:
+    """Create, migrate and switch to the bench's own database, ``<configured><suffix>``;
+    return the configured database's name (to switch back to) and the bench's."""
     from django.db import connection
 
     configured = connection.settings_dict["NAME"]
-    name = f"{configured}{DATABASE_SUFFIX}"
+    name = f"{configured}{suffix}"
     connection.settings_dict.setdefault("TEST", {})["NAME"] = name
     connection.creation.create_test_db(verbosity=0, autoclobber=True, serialize=False)
     return configured, name

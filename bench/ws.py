@@ -603,17 +603,39 @@ class StepResult:
         return percentile(self.latencies_ms, 0.99)
 
 
+def subscribers_add(clients: Clients, add: int) -> tuple[int, Counter, Counter]:
+    """Open ``add`` more subscriptions, spread over the client processes; return the
+    connections held, and those that failed to open and those closed so far (by code)."""
+    procs = len(clients.conns)
+    shares = [add // procs + (1 if i < add % procs else 0) for i in range(procs)]
+    grown = clients.ask([("grow", n) for n in shares])
+    held = sum(g[0] for g in grown)
+    failed = sum((Counter(g[1]) for g in grown), Counter())
+    closed = sum((Counter(g[2]) for g in grown), Counter())
+    return held, failed, closed
+
+
+def delta_latencies(windows: Sequence[Window], tap: Tap) -> tuple[list[float], int]:
+    """Each delta the clients received in their windows: its receipt time minus the
+    tap's, in ms; and how many deltas the tap did not see."""
+    latencies, unmatched = [], 0
+    for w in windows:
+        for first, seq, at in zip(w.delta_first, w.delta_seq, w.delta_at, strict=True):
+            tapped = tap.deltas.get((first, seq))
+            if tapped is None:
+                unmatched += 1
+            else:
+                latencies.append((at - tapped) * 1000)
+    return latencies, unmatched
+
+
 def run_step(
     target: int, clients: Clients, tap: Tap, stack: Stack, args, held_before: int, profile: bool
 ) -> StepResult:
     procs = len(clients.conns)
     add = max(0, target - held_before)
-    shares = [add // procs + (1 if i < add % procs else 0) for i in range(procs)]
     t0 = time.perf_counter()
-    grown = clients.ask([("grow", n) for n in shares])
-    held = sum(g[0] for g in grown)
-    failed = sum((Counter(g[1]) for g in grown), Counter())
-    closed = sum((Counter(g[2]) for g in grown), Counter())
+    held, failed, closed = subscribers_add(clients, add)
     print(
         f"  {held:,} connections held ({add:,} opened in {time.perf_counter() - t0:.1f}s;"
         f" failed to open, total: {dict(failed) or 0}; closed, total: {dict(closed) or 0})",
@@ -634,14 +656,7 @@ def run_step(
     time.sleep(0.5)  # deltas the tap gets late still count for the ones received in time
 
     delivered: Counter = sum((w.messages for w in windows), Counter())
-    latencies, unmatched = [], 0
-    for w in windows:
-        for first, seq, at in zip(w.delta_first, w.delta_seq, w.delta_at, strict=True):
-            tapped = tap.deltas.get((first, seq))
-            if tapped is None:
-                unmatched += 1
-            else:
-                latencies.append((at - tapped) * 1000)
+    latencies, unmatched = delta_latencies(windows, tap)
     return StepResult(
         target=target,
         held=sum(w.held for w in windows),
