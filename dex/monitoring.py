@@ -111,5 +111,9 @@ def staff_metrics_page(request: HttpRequest) -> TemplateResponse:
     return TemplateResponse(
         request,
         "admin/metrics.html",
-        {**admin.site.each_context(request), "title": "Platform metrics"},
+        {
+            **admin.site.each_context(request),
+            "title": "Platform metrics",
+            "is_nav_sidebar_enabled": False,  # the charts take the page's width
+        },
     )

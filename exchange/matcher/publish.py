@@ -23,6 +23,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -32,8 +33,9 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from dex.metrics import MATCHER_COMMAND_LATENCY
 from exchange.matcher.market import BatchResult, MarketMatcher
-from exchange.models import Order
+from exchange.models import Order, OrderCommand
 
 log = logging.getLogger(__name__)
 SNAPSHOT_LEVELS = 100
@@ -117,8 +119,10 @@ class Outbox:
     messages: list[tuple[str, dict]]  # (channel-layer group, message): private ones
     public: list[str] = field(default_factory=list)  # encoded, for public_channel(symbol)
     sequence: int = 0
-    # The ids of the requests whose commands the batch applied, for the log line.
-    request_ids: list[str] = field(default_factory=list)
+    # The commands the batch applied and when it committed: their latency is observed,
+    # and their request ids logged, from the publishing thread, off the matcher's.
+    commands: list[OrderCommand] = field(default_factory=list)
+    committed_at: float = 0.0
 
 
 def _level_size(quantity) -> str:
@@ -134,6 +138,7 @@ def publish(matcher: MarketMatcher, result: BatchResult) -> None:
 def outbox_build(matcher: MarketMatcher, result: BatchResult) -> Outbox:
     """Everything a batch publishes; call right after its commit, before the next batch
     moves the book (the sending may then happen elsewhere: see ``Publisher``)."""
+    committed_at = time.time()
     symbol = matcher.market.symbol
     levels = result.levels.items()
     public = [
@@ -178,7 +183,8 @@ def outbox_build(matcher: MarketMatcher, result: BatchResult) -> Outbox:
         messages,
         public,
         sequence=result.sequence,
-        request_ids=[c.request_id for c in result.applied if c.request_id],
+        commands=result.applied,
+        committed_at=committed_at,
     )
 
 
@@ -206,6 +212,7 @@ def outbox_send(outbox: Outbox, loop: asyncio.AbstractEventLoop | None = None) -
             async_to_sync(_group_send_all)(get_channel_layer(), outbox.messages)
         else:
             loop.run_until_complete(_group_send_all(get_channel_layer(), outbox.messages))
+    _observe_latency(outbox)
     log.info(
         "market %s: published up to sequence %d: %d order replies",
         outbox.symbol,
@@ -214,9 +221,19 @@ def outbox_send(outbox: Outbox, loop: asyncio.AbstractEventLoop | None = None) -
         extra={
             "market": outbox.symbol,
             "sequence": outbox.sequence,
-            "request_ids": outbox.request_ids,
+            "request_ids": [c.request_id for c in outbox.commands if c.request_id],
         },
     )
+
+
+def _observe_latency(outbox: Outbox) -> None:
+    """Each command's wait from its creation (the placing transaction) to the commit of
+    the batch that applied it."""
+    if not outbox.commands:
+        return
+    latency = MATCHER_COMMAND_LATENCY.labels(outbox.symbol)
+    for command in outbox.commands:
+        latency.observe(outbox.committed_at - command.created_at.timestamp())
 
 
 class Publisher:

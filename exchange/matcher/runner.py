@@ -14,9 +14,9 @@ The loop sleeps on LISTEN (woken by the journal's NOTIFY trigger) and polls, so 
 lost notification costs at most one poll interval.
 
 Metrics (``dex.metrics``) are served on ``MATCHER_METRICS_PORT``: each committed batch
-observes its size, each command its latency from creation to the batch's commit; the
-book depth gauges follow the heartbeat, once a second. Each commit is one log line
-naming the request ids of the commands it applied.
+observes its size, each command (from the publishing thread) its latency from creation
+to the batch's commit; the book depth gauges follow the heartbeat, once a second. Each
+commit is one log line naming the request ids of the commands it applied.
 """
 
 from __future__ import annotations
@@ -41,7 +41,6 @@ from dex.metrics import (
     BOOK_QUANTITY,
     MATCHER_BATCH_FAILURES,
     MATCHER_BATCH_SIZE,
-    MATCHER_COMMAND_LATENCY,
     MATCHER_SEQUENCE,
     TRADES,
     matcher_metrics_serve,
@@ -242,8 +241,8 @@ class Runner:
 
 
 def _committed(matcher: MarketMatcher, result: BatchResult) -> None:
-    """A batch has committed: its metrics and its log line."""
-    committed = time.time()
+    """A batch has committed: its metrics and its log line. (Its commands' latencies are
+    observed by the publishing thread: see ``publish.outbox_send``.)"""
     symbol = matcher.market.symbol
     MATCHER_SEQUENCE.labels(symbol).set(matcher.sequence)
     if result.trades:
@@ -251,9 +250,6 @@ def _committed(matcher: MarketMatcher, result: BatchResult) -> None:
     if not result.commands:
         return
     MATCHER_BATCH_SIZE.labels(symbol).observe(result.commands)
-    latency = MATCHER_COMMAND_LATENCY.labels(symbol)
-    for command in result.applied:
-        latency.observe(committed - command.created_at.timestamp())
     log.info(
         "market %s: committed sequences %d-%d: %d commands, %d trades",
         symbol,

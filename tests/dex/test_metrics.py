@@ -392,3 +392,68 @@ def test_the_staff_metrics_page_is_for_staff_only(client, staff, trader, django_
 def test_the_admin_header_links_to_the_metrics_page(client, staff):
     client.force_login(staff)
     assert 'href="/admin/metrics/"' in client.get("/admin/").content.decode()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Chromium, set up as the dashboard's browser test sets it up."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    from tests.exchange.test_dashboard_browser import CHROMEDRIVER, CHROMIUM, _require_browser
+
+    _require_browser()
+    options = Options()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(argument)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium'}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    service = Service(executable_path=CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
+    driver = webdriver.Chrome(service=service, options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_staff_metrics_page_draws_its_charts_in_a_browser(browser, tmp_path, django_user_model):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+    from websockets.sync.client import connect as ws_connect
+
+    from tests.live import REPO, web_server
+
+    django_user_model.objects.create_user("ops-browser", is_staff=True, password="pw-12345")
+    with web_server(tmp_path) as port:
+        base = f"http://127.0.0.1:{port}"
+        browser.get(f"{base}/admin/login/?next=/admin/metrics/%3Fevery%3D500")
+        browser.find_element(By.NAME, "username").send_keys("ops-browser")
+        browser.find_element(By.NAME, "password").send_keys("pw-12345")
+        browser.find_element(By.CSS_SELECTOR, "input[type=submit]").click()
+
+        def legend(chart: str) -> str:
+            return browser.find_element(By.CSS_SELECTOR, f'[data-for="chart-{chart}"]').text
+
+        wait = WebDriverWait(browser, 20)
+        wait.until(lambda _: "accepted: 0" in legend("orders"))
+        # no command reached a matcher: no latency to draw, but the series are there
+        wait.until(lambda _: "p50: –" in legend("latency") and "open: 0" in legend("ws"))
+        with ws_connect(f"ws://127.0.0.1:{port}/ws/stream/"):
+            wait.until(lambda _: "open: 1" in legend("ws"))
+        wait.until(lambda _: "open: 0" in legend("ws"))
+        assert "rejected: 0" in legend("orders")
+        assert "429s: 0" in legend("ratelimit")
+        assert "Sources: web ✓" in browser.find_element(By.ID, "metrics-sources").text
+        samples = browser.execute_script("return window.dexMetrics.series['chart-ws'].open.length")
+        assert samples >= 2
+        errors = [
+            e
+            for e in browser.get_log("browser")
+            if e["level"] == "SEVERE" and "favicon.ico" not in e["message"]
+        ]
+        assert errors == []
+        (REPO / "test-artifacts").mkdir(exist_ok=True)
+        browser.save_screenshot(str(REPO / "test-artifacts" / "metrics.png"))
