@@ -136,6 +136,10 @@ class ScrapeCollector(Collector):
     lengths and the last ledger check. A value that cannot be read is left out (and
     ``dex_scrape_error`` says which), never a failed scrape."""
 
+    def describe(self) -> list:
+        # Nothing to declare up front, so registering does not read Redis.
+        return []
+
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from django.conf import settings
 

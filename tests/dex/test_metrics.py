@@ -286,8 +286,10 @@ def test_a_live_matcher_serves_its_batches_latency_trades_and_book_depth(
     symbol = (("market", market.symbol),)
 
     def traded():
-        metrics = served()
-        return metrics if metrics and metrics.get(("dex_trades_total", symbol)) == 1 else None
+        m = served() or {}
+        # latencies are observed once the batch is published, just after its commit
+        observed = m.get(("dex_matcher_command_latency_seconds_count", symbol))
+        return m if m.get(("dex_trades_total", symbol)) == 1 and observed == 2 else None
 
     metrics = wait_for(traded, 30, "the trade in the matcher's metrics", matchers)
     assert metrics[("dex_matcher_batch_commands_sum", symbol)] == 2
@@ -295,14 +297,15 @@ def test_a_live_matcher_serves_its_batches_latency_trades_and_book_depth(
     assert metrics[("dex_matcher_command_latency_seconds_bucket", (("le", "+Inf"), *symbol))] == 2
     assert 0 < metrics[("dex_matcher_command_latency_seconds_sum", symbol)] < 60
 
-    def depth():
+    def depth():  # refreshed once a second: wait for the book after the trade
         m = served() or {}
-        bids = m.get(("dex_book_levels", (*symbol, ("side", "bids"))))
-        return m if bids == 1 else None
+        bids = m.get(("dex_book_quantity", (*symbol, ("side", "bids"))))
+        return m if bids == 1.0 else None
 
     metrics = wait_for(depth, 10, "the book depth gauges", matchers)
-    assert metrics[("dex_book_quantity", (*symbol, ("side", "bids")))] == 1.0
+    assert metrics[("dex_book_levels", (*symbol, ("side", "bids")))] == 1
     assert metrics[("dex_book_levels", (*symbol, ("side", "asks")))] == 0
+    assert metrics[("dex_book_quantity", (*symbol, ("side", "asks")))] == 0
 
     # A standby on the same host cannot take the port: it runs on, without metrics.
     standby = matchers.start()
