@@ -76,6 +76,7 @@ from bench import ws
 from bench.api import (
     MARKET,
     RATE_LIMIT_ENV,
+    UNANSWERED,
     WARMUP_ORDERS,
     Drive,
     Request,
@@ -192,10 +193,21 @@ def _http_client(conn, base_url: str, warmup, requests, connections: int, rate: 
         return
     drive(base_url, warmup, [], connections=connections)
     conn.send("warm")
-    start_at = conn.recv()
-    if start_at is None:
+    times = conn.recv()
+    if times is None:
         return
-    conn.send(drive(base_url, [], requests, connections=connections, rate=rate, start_at=start_at))
+    start_at, give_up_at = times
+    conn.send(
+        drive(
+            base_url,
+            [],
+            requests,
+            connections=connections,
+            rate=rate,
+            start_at=start_at,
+            give_up_at=give_up_at,
+        )
+    )
 
 
 @dataclass
@@ -275,6 +287,7 @@ class SystemCpuMeter(ws.CpuMeter):
 class Run:
     start: float
     end: float
+    grace: float
     http: Drive
     windows: list[ws.Window]
     latencies_ms: list[float]
@@ -290,15 +303,17 @@ def measure(
     meter: SystemCpuMeter,
     *,
     seconds: float,
+    grace: float,
 ) -> Run:
     """The HTTP clients offer orders from ``start`` while every subscriber records what it
-    receives from ``start`` to ``start + seconds``."""
+    receives from ``start`` to ``start + seconds``; orders still unanswered ``grace``
+    seconds after that are given up."""
     start = time.time() + 1.0
     end = start + seconds
     for conn in subscribers.conns:
         conn.send(("measure", start, end))
     for n, conn in enumerate(http.conns):  # each its share, offset: together one schedule
-        conn.send(start + n / http.rate)
+        conn.send((start + n / http.rate, end + grace))
     time.sleep(max(0.0, start - time.time()))
     meter.start()
     windows = [conn.recv() for conn in subscribers.conns]
@@ -309,6 +324,7 @@ def measure(
     return Run(
         start=start,
         end=end,
+        grace=grace,
         http=Drive(
             [a for p in parts for a in p.answers],
             sum(p.client_cpu for p in parts),
@@ -323,22 +339,36 @@ def measure(
     )
 
 
-async def measure_with_tap(http, subscribers, meter, *, seconds: float) -> Run:
+async def measure_with_tap(http, subscribers, meter, *, seconds: float, grace: float) -> Run:
     tap = ws.Tap()
     await tap.start()
-    return await asyncio.to_thread(measure, tap, http, subscribers, meter, seconds=seconds)
+    return await asyncio.to_thread(
+        measure, tap, http, subscribers, meter, seconds=seconds, grace=grace
+    )
 
 
-def drain(timeout: float = DRAIN_TIMEOUT) -> float:
-    """Seconds until the matcher's journal holds no pending command."""
+def drain(timeout: float = DRAIN_TIMEOUT, quiet: float = 2.0) -> float:
+    """Seconds until the run's work is done: the web processes have written no command
+    for ``quiet`` seconds (requests the clients gave up on may still be running) and the
+    matcher's journal holds no pending one."""
+    from django.db.models import Count, Q
+
     from exchange.models import CommandStatus, OrderCommand
 
     t0 = time.perf_counter()
-    while OrderCommand.objects.filter(status=CommandStatus.PENDING).exists():
-        if time.perf_counter() - t0 > timeout:
-            raise RuntimeError(f"the matcher left commands pending after {timeout:g}s")
+    last, quiet_since = None, t0
+    while True:
+        now = time.perf_counter()
+        counts = OrderCommand.objects.aggregate(
+            total=Count("pk"), pending=Count("pk", filter=Q(status=CommandStatus.PENDING))
+        )
+        if counts["total"] != last:
+            last, quiet_since = counts["total"], now
+        elif not counts["pending"] and now - quiet_since >= quiet:
+            return now - t0
+        if now - t0 > timeout:
+            raise RuntimeError(f"the stack was still writing or matching after {timeout:g}s")
         time.sleep(0.25)
-    return time.perf_counter() - t0
 
 
 def trades_between(start: float, end: float) -> int:
@@ -386,14 +416,16 @@ def _ms(values: Sequence[float], quantiles: Sequence[float]) -> str:
     return " / ".join(f"{v:,.1f}" for v in cells) + " ms"
 
 
-def refusals(answers) -> Counter:
-    """Answers other than 201, by HTTP status and error code (status 0: no answer, by
-    the transport error's name)."""
-    return Counter(
-        f"transport {a.code}" if a.status == 0 else f"HTTP {a.status} {a.code}"
-        for a in answers
-        if a.status != 201
-    )
+def refusals(answers, grace: float) -> Counter:
+    """Answers other than 201, by HTTP status and error code; no answer, by the transport
+    error's name, or given up ``grace`` seconds after the run."""
+
+    def key(a) -> str:
+        if a.code == UNANSWERED:
+            return f"no answer {grace:g}s after the run (given up)"
+        return f"transport {a.code}" if a.status == 0 else f"HTTP {a.status} {a.code}"
+
+    return Counter(key(a) for a in answers if a.status != 201)
 
 
 def _by_code(counts: Counter) -> str:
@@ -422,19 +454,28 @@ def report(
     delivered = sum((w.messages for w in run.windows), Counter())
     deltas = delivered["book.delta"]
     trade_lags = [lag * 1000 for w in run.windows for lag in w.trade_lag]
-    errors = refusals(answers)
+    errors = refusals(answers, run.grace)
+    given_up = sum(1 for a in answers if a.code == UNANSWERED)
     rows = [
-        ("orders offered", f"{len(answers):,} in {wall:.1f} s = {len(answers) / wall:,.1f}/s"),
+        (
+            "orders offered (open loop)",
+            f"{len(answers):,} over {seconds:.0f} s = {len(answers) / seconds:,.1f}/s",
+        ),
         (
             "orders accepted (201)",
-            f"{len(accepted):,} = {len(accepted) / wall:,.1f}/s (already matched in the answer"
-            f" {matched:,}, still PENDING {len(accepted) - matched:,})",
+            f"{len(accepted):,} = {len(accepted) / wall:,.1f}/s over {wall:.1f} s, first send"
+            f" to last answer (already matched in the answer {matched:,}, still PENDING"
+            f" {len(accepted) - matched:,})",
         ),
         ("trades (database, executed in the run)", f"{trades:,} = {trades / wall:,.1f}/s"),
-        ("order latency from due, p50 / p99 / max", _ms(from_due, (0.5, 0.99))),
         (
-            "  sent -> answer, p50 / p99 / max",
-            _ms([(a.done - a.sent) * 1000 for a in answers], (0.5, 0.99)),
+            "order latency from due, p50 / p99 / max",
+            _ms(from_due, (0.5, 0.99))
+            + (f" (the {given_up:,} given up count to then: a floor)" if given_up else ""),
+        ),
+        (
+            "  sent -> answer (answered ones), p50 / p99 / max",
+            _ms([(a.done - a.sent) * 1000 for a in answers if a.code != UNANSWERED], (0.5, 0.99)),
         ),
         ("book deltas published (tap)", f"{run.published:,} = {run.published / seconds:,.1f}/s"),
         (
@@ -469,7 +510,7 @@ def report(
     ]
     rows += [(f"  {key}", f"{count:,}") for key, count in errors.most_common()]
     rows += [
-        ("matcher journal drained after the run in", f"{drained:.1f} s"),
+        ("stack quiet and journal drained, after the answers", f"{drained:.1f} s"),
         (
             "celery tasks run (since the worker started)",
             ", ".join(f"{name} {n:,}" for name, n in sorted(tasks.items())) or "none",
@@ -499,6 +540,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=180, help="length of the run")
     parser.add_argument("--rate", type=float, default=100, help="signed orders/s offered")
+    parser.add_argument(
+        "--grace",
+        type=float,
+        default=30,
+        help="seconds after the run before orders still unanswered are given up",
+    )
     parser.add_argument("--clients", type=int, default=32, help="HTTP keep-alive connections")
     parser.add_argument("--client-procs", type=int, default=2, help="HTTP client processes")
     parser.add_argument("--subscribers", type=int, default=1_000, help="WebSocket subscribers")
@@ -618,7 +665,9 @@ def main(argv: list[str] | None = None) -> int:
         )
         meter = SystemCpuMeter(stack, subscribers, worker, http)
         log_offset = log.stat().st_size
-        run = asyncio.run(measure_with_tap(http, subscribers, meter, seconds=args.seconds))
+        run = asyncio.run(
+            measure_with_tap(http, subscribers, meter, seconds=args.seconds, grace=args.grace)
+        )
         drained = drain()
         trades = trades_between(run.http.started, time.time())
         print(
