@@ -52,7 +52,7 @@ from rest_framework.exceptions import AuthenticationFailed
 
 from dex.api.authentication import ApiKeyAuthentication, Trader, WalletSessionAuthentication
 from dex.api.rls import rls_scope
-from dex.metrics import WS_CONNECTIONS, WS_SEND_LATENCY
+from dex.metrics import WS_CONNECTIONS, WS_SEND_LATENCY, WS_SEND_SAMPLE_EVERY
 from dex.redis import redis_client
 from exchange import streams_hub
 from exchange.matcher.publish import book_key
@@ -451,7 +451,8 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
                 return
             queued_at, text = item
             await self.base_send({"type": "websocket.send", "text": text})
-            WS_SEND_LATENCY.observe(time.perf_counter() - queued_at)
+            if self.sent % WS_SEND_SAMPLE_EVERY == 0:
+                WS_SEND_LATENCY.observe(time.perf_counter() - queued_at)
             self.sent += 1
 
     async def send_json(self, content, close=False) -> None:
