@@ -9,18 +9,20 @@ context is set for writes under the admin and nowhere else.
 
 from __future__ import annotations
 
-from functools import cached_property
-
-from django.urls import reverse
+from django.urls import NoReverseMatch, reverse
+from pghistory import config
 from pghistory.middleware import HistoryMiddleware
 
 
-class BackOfficeHistoryMiddleware(HistoryMiddleware):
-    @cached_property
-    def admin_prefix(self) -> str:
-        return reverse("admin:index")
+def _in_back_office(request) -> bool:
+    try:
+        return request.path.startswith(reverse("admin:index"))
+    except NoReverseMatch:  # a URL configuration without the admin
+        return False
 
+
+class BackOfficeHistoryMiddleware(HistoryMiddleware):
     def __call__(self, request):
-        if not request.path.startswith(self.admin_prefix):
-            return self.get_response(request)
-        return super().__call__(request)
+        if request.method in config.middleware_methods() and _in_back_office(request):
+            return super().__call__(request)
+        return self.get_response(request)
