@@ -381,13 +381,7 @@ async def _closed_loop(client, requests: Sequence[Request], connections: int) ->
     return answers
 
 
-# The code of an order still unanswered when the open loop gave up (``give_up_at``).
-UNANSWERED = "Unanswered"
-
-
-async def _open_loop(
-    client, requests: Sequence[Request], rate: float, give_up_at: float | None = None
-) -> list[Answer]:
+async def _open_loop(client, requests: Sequence[Request], rate: float) -> list[Answer]:
     start = time.perf_counter() + 0.05
     tasks = []
     for i, request in enumerate(requests):
@@ -396,22 +390,7 @@ async def _open_loop(
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(_send(client, request, due)))
-    if give_up_at is None:
-        return list(await asyncio.gather(*tasks))
-    # A saturated server must not hold the bench for ever: at ``give_up_at`` (wall
-    # clock) what has no answer is cancelled and counted, its latency running to then.
-    if tasks:
-        await asyncio.wait(tasks, timeout=max(0.0, give_up_at - time.time()))
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    now = time.perf_counter()
-    return [
-        Answer(0, UNANSWERED, None, start + i / rate, start + i / rate, now)
-        if task.cancelled()
-        else task.result()
-        for i, task in enumerate(tasks)
-    ]
+    return list(await asyncio.gather(*tasks))
 
 
 @dataclass
@@ -430,11 +409,9 @@ def drive(
     connections: int,
     rate: float | None = None,
     start_at: float | None = None,
-    give_up_at: float | None = None,
 ) -> Drive:
     """Send ``warmup`` (untimed) then ``requests`` (closed loop over ``connections``, or
-    open loop at ``rate``, giving up at ``give_up_at`` if given), in one event loop on
-    this process's keep-alive connections."""
+    open loop at ``rate``), in one event loop on this process's keep-alive connections."""
     with contextlib.suppress(ImportError):
         import uvloop
 
@@ -449,7 +426,7 @@ def drive(
             if rate is None:
                 answers = await _closed_loop(client, requests, connections)
             else:
-                answers = await _open_loop(client, requests, rate, give_up_at)
+                answers = await _open_loop(client, requests, rate)
             used = time.process_time() - cpu
             return Drive(answers, used, clock, clock + time.perf_counter() - wall)
 

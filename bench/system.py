@@ -33,11 +33,12 @@ The load, for ``--seconds``:
   processes, each subscribed to ``book.ETH-USDC`` and ``trades.ETH-USDC`` (the
   clients of ``bench/ws.py``), all opened before the clock starts;
 - ``--rate`` signed orders a second, open loop, over ``--clients`` keep-alive
-  connections spread over ``--client-procs`` processes (the driver of ``bench/api.py``,
-  after a few hundred untimed orders to warm the stack up): order i is due at
-  start + i/rate and sent then, whatever came back before, and its latency counts from
-  when it was due. Orders still unanswered ``--grace`` seconds after the run are given
-  up and counted: a saturated stack cannot hold the bench for ever.
+  connections spread over ``--client-procs`` processes (after a few hundred untimed
+  orders through ``bench/api.py``'s closed loop to warm the stack up): order i is due
+  at start + i/rate and queued then, whatever came back before, sent by the first
+  connection free, and its latency counts from when it was due. Orders still
+  unanswered ``--grace`` seconds after the run are given up and counted: a saturated
+  stack cannot hold the bench for ever.
 
 It prints one table: orders offered and accepted a second, trades a second (trades the
 database holds with ``executed_at`` from the first order sent, over the time from the
@@ -80,10 +81,12 @@ from bench import ws
 from bench.api import (
     MARKET,
     RATE_LIMIT_ENV,
-    UNANSWERED,
     WARMUP_ORDERS,
+    Answer,
     Drive,
     Request,
+    _client,
+    _send,
     bench_database_create,
     bench_database_drop,
     drive,
@@ -102,6 +105,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DATABASE_SUFFIX = "_bench_system"
 CHECKS = (("ledger_check",), ("verify_books", "--market", MARKET))
 DRAIN_TIMEOUT = 120.0  # seconds for the matcher to apply what the run left pending
+UNANSWERED = "Unanswered"  # the code of an order given up on, unanswered at the end
 
 
 # --- the Celery worker ------------------------------------------------------------------------
@@ -189,9 +193,79 @@ def log_problems(log: Path, offset: int) -> list[str]:
 # --- the HTTP clients: open loop, one process each ------------------------------------------
 
 
+async def _offer(
+    client, requests: Sequence[Request], rate: float, connections: int, give_up_at: float
+) -> list[Answer]:
+    """Open loop through a queue: order i is queued when it is due (start + i/rate) and
+    sent by the first of ``connections`` senders free, its latency counting from when it
+    was due. At ``give_up_at`` (wall clock) what has no answer is given up.
+
+    Not ``bench/api.py``'s open loop, which leaves waiting orders to httpx's connection
+    pool: the pool rescans its waiters whenever a request joins or ends, and with thousands on a
+    saturated server the clients used more CPU than the web processes and stopped
+    sending. Here a wait costs a queue entry."""
+    queue: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
+    answers: list[Answer | None] = [None] * len(requests)
+    start = time.perf_counter() + 0.05
+
+    async def sender() -> None:
+        while True:
+            i, due = await queue.get()
+            answers[i] = await _send(client, requests[i], due)
+            queue.task_done()
+
+    async def schedule() -> None:
+        for i in range(len(requests)):
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            queue.put_nowait((i, due))
+        await queue.join()
+
+    senders = [asyncio.create_task(sender()) for _ in range(connections)]
+    scheduler = asyncio.create_task(schedule())
+    await asyncio.wait([scheduler], timeout=max(0.0, give_up_at - time.time()))
+    for task in (scheduler, *senders):
+        task.cancel()
+    await asyncio.gather(scheduler, *senders, return_exceptions=True)
+    now = time.perf_counter()
+    return [
+        answer or Answer(0, UNANSWERED, None, start + i / rate, start + i / rate, now)
+        for i, answer in enumerate(answers)
+    ]
+
+
+def offer(
+    base_url: str,
+    requests: Sequence[Request],
+    *,
+    connections: int,
+    rate: float,
+    start_at: float,
+    give_up_at: float,
+) -> Drive:
+    """``_offer`` from ``start_at`` (wall clock), on this process's keep-alive
+    connections, with the CPU this process used meanwhile."""
+    with contextlib.suppress(ImportError):
+        import uvloop
+
+        uvloop.install()
+
+    async def main() -> Drive:
+        async with _client(base_url, connections) as client:
+            await asyncio.sleep(max(0.0, start_at - time.time()))
+            cpu, wall, clock = time.process_time(), time.perf_counter(), time.time()
+            answers = await _offer(client, requests, rate, connections, give_up_at)
+            used = time.process_time() - cpu
+            return Drive(answers, used, clock, clock + time.perf_counter() - wall)
+
+    return asyncio.run(main())
+
+
 def _http_client(conn, base_url: str, warmup, requests, connections: int, rate: float) -> None:
-    """Warm up (closed loop) when told, then offer ``requests`` open loop from the start
-    time the parent sends, and send back what came of them."""
+    """Warm up (``bench/api.py``'s closed loop) when told, then offer ``requests`` from the
+    start time the parent sends, and send back what came of them."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us
     if conn.recv() is None:
         return
@@ -202,9 +276,8 @@ def _http_client(conn, base_url: str, warmup, requests, connections: int, rate: 
         return
     start_at, give_up_at = times
     conn.send(
-        drive(
+        offer(
             base_url,
-            [],
             requests,
             connections=connections,
             rate=rate,
