@@ -75,6 +75,7 @@ CLOSE_SLOW_CONSUMER = 4509
 
 MAX_INBOUND_BYTES = 4096
 SYMBOL = r"[A-Z][A-Z0-9]{1,11}-[A-Z][A-Z0-9]{1,11}"
+SYMBOL_NAME = re.compile(SYMBOL)
 CHANNEL = re.compile(
     rf"(?P<kind>book|trades|ticker)\.(?P<symbol>{SYMBOL})"
     rf"|(?P<candles>candles)\.(?P<csymbol>{SYMBOL})\.(?P<interval>1m|5m|1h|1d)"
@@ -478,7 +479,7 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
                 raise Refused("BAD_MESSAGE", CLOSE_BAD_MESSAGE, "send JSON text messages")
             try:
                 content = json.loads(text_data)
-            except ValueError:
+            except (ValueError, RecursionError):  # RecursionError: "[[[[…" nested too deep
                 raise Refused("BAD_MESSAGE", CLOSE_BAD_MESSAGE, "not JSON") from None
             if not isinstance(content, dict) or not isinstance(content.get("type"), str):
                 raise Refused("BAD_MESSAGE", CLOSE_BAD_MESSAGE, 'an object with a "type"')
@@ -610,6 +611,9 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         timeout = content.get("heartbeat_timeout")
         if not isinstance(symbols, list) or not all(isinstance(s, str) for s in symbols):
             raise Refused("BAD_MESSAGE", CLOSE_BAD_MESSAGE, '"markets": a list of symbols')
+        for symbol in symbols:
+            if not SYMBOL_NAME.fullmatch(symbol):  # before any query: no NULs, no megabytes
+                raise Refused("UNKNOWN_MARKET", CLOSE_UNKNOWN_CHANNEL, symbol[:40])
         if timeout is not None and (
             isinstance(timeout, bool)
             or not isinstance(timeout, int | float)

@@ -24,6 +24,7 @@ from eth_utils import keccak
 
 AMOUNT_DECIMALS = 8
 AMOUNT_SCALE = 10**AMOUNT_DECIMALS
+UINT256_MAX = 2**256 - 1
 
 ORDER_PRIMARY_TYPE = "Order"
 ORDER_TYPES: dict[str, list[dict[str, str]]] = {
@@ -89,9 +90,17 @@ def eip712_domain() -> dict:
     }
 
 
+def uint256(value: int, name: str) -> int:
+    """``value`` if a ``uint256`` holds it; ``ValueError`` otherwise (no wallet could
+    have signed it, and the encoder would fail on it with its own exception types)."""
+    if not 0 <= value <= UINT256_MAX:
+        raise ValueError(f"{name} {value} is outside 0 to 2**256 - 1")
+    return value
+
+
 def to_units(value: Decimal | None) -> int:
     """``value`` in 10⁻⁸ units; ``None`` is 0. Raises ``ValueError`` when ``value`` has
-    finer precision than that, or is negative."""
+    finer precision than that, is negative, or does not fit a ``uint256``."""
     if value is None:
         return 0
     try:
@@ -101,7 +110,7 @@ def to_units(value: Decimal | None) -> int:
         raise ValueError(f"{value} is not a finite amount") from exc
     if units != scaled or units < 0:
         raise ValueError(f"{value} is not a non-negative multiple of 10^-{AMOUNT_DECIMALS}")
-    return units
+    return uint256(units, "amount")
 
 
 def order_message(fields: OrderFields) -> dict:
@@ -120,8 +129,10 @@ def order_message(fields: OrderFields) -> dict:
         "displayQuantity": to_units(fields.display_quantity),
         "postOnly": bool(fields.post_only),
         "selfTradePrevention": fields.self_trade_prevention,
-        "expiresAt": int(fields.expires_at.timestamp()) if fields.expires_at else 0,
-        "nonce": int(fields.nonce),
+        "expiresAt": uint256(int(fields.expires_at.timestamp()), "expiry")
+        if fields.expires_at
+        else 0,
+        "nonce": uint256(int(fields.nonce), "nonce"),
     }
 
 
@@ -141,14 +152,42 @@ def order_digest(fields: OrderFields, domain: dict | None = None) -> bytes:
     return keccak(b"\x19" + signable.version + signable.header + signable.body)
 
 
+# The order of secp256k1's group. A signature's ``s`` above half of it is the other
+# encoding of the same signature (ECDSA is malleable); as Ethereum does since EIP-2,
+# only the low one is taken, so an order has one signature, not two.
+SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+SIGNATURE_V = {0: 0, 1: 1, 27: 0, 28: 1}
+
+
+def signature_bytes(signature: str) -> bytes:
+    """The 65 bytes ``r ‖ s ‖ v`` of a 0x-hex signature in its one accepted form: ``r``
+    and ``s`` in range, ``s`` low, ``v`` 27/28 (or 0/1, as some wallets write it).
+    ``SignatureError`` names what is wrong otherwise."""
+    if not isinstance(signature, str):
+        raise SignatureError("a signature is a 0x-hex string")
+    digits = signature.removeprefix("0x")
+    if len(digits) != 130:
+        raise SignatureError("a signature is 65 bytes (130 hex digits)")
+    try:
+        raw = bytes.fromhex(digits)
+    except ValueError:
+        raise SignatureError("a signature is hexadecimal") from None
+    r, s, v = int.from_bytes(raw[:32]), int.from_bytes(raw[32:64]), raw[64]
+    if not (0 < r < SECP256K1_N and 0 < s < SECP256K1_N):
+        raise SignatureError("r and s of the signature are out of range")
+    if s > SECP256K1_N // 2:
+        raise SignatureError("the signature's s is high (not in canonical low-s form)")
+    if v not in SIGNATURE_V:
+        raise SignatureError(f"the signature's v is {v}; it is 27 or 28 (or 0 or 1)")
+    return raw[:64] + bytes([27 + SIGNATURE_V[v]])
+
+
 def recover_signer(digest: bytes, signature: str) -> str:
     """The lowercase address whose key made ``signature`` over ``digest``."""
+    raw = signature_bytes(signature)
     try:
-        raw = bytes.fromhex(signature.removeprefix("0x"))
-        if len(raw) != 65:
-            raise ValueError("a signature is 65 bytes")
         return EthAccount._recover_hash(digest, signature=raw).lower()
-    except Exception as exc:  # eth-keys raises several types for a malformed signature
+    except Exception as exc:  # eth-keys raises several types for a point not on the curve
         raise SignatureError(f"not a valid signature: {exc}") from None
 
 
@@ -183,10 +222,8 @@ def _iso(moment: datetime) -> str:
 
 def recover_message_signer(message: str, signature: str) -> str:
     """The lowercase address that ``personal_sign``-ed ``message``."""
+    raw = signature_bytes(signature)
     try:
-        raw = bytes.fromhex(signature.removeprefix("0x"))
-        if len(raw) != 65:
-            raise ValueError("a signature is 65 bytes")
         return EthAccount.recover_message(encode_defunct(text=message), signature=raw).lower()
     except Exception as exc:
         raise SignatureError(f"not a valid signature: {exc}") from None

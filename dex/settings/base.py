@@ -223,7 +223,7 @@ CELERY_BEAT_SCHEDULE = {
 # --- Django REST framework ------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_PARSER_CLASSES": ["dex.api.parsers.JSONParser"],
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "dex.api.authentication.WalletSessionAuthentication",
         "dex.api.authentication.ApiKeyAuthentication",
@@ -235,7 +235,8 @@ REST_FRAMEWORK = {
     "UNAUTHENTICATED_USER": None,
     "COERCE_DECIMAL_TO_STRING": True,
 }
-# A JSON body larger than this is refused with 413 before it is parsed.
+# A JSON body larger than this is refused with 413 before it is parsed (and, under /api/,
+# before it is read: dex.api.body_limit).
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("API_MAX_BODY_BYTES", default=256 * 1024)
 
 # --- API rate limits (dex.api.ratelimit) ---------------------------------------------
