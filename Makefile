@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
 .DEFAULT_GOAL := help
-.PHONY: help install run test lint format manage clean-data bench-engine bench-ledger bench-api bench-ws bench-system
+.PHONY: help install run test test-faults lint format manage clean-data bench-engine bench-ledger bench-api bench-ws bench-system
 
 help:
 	@echo "make run      start the platform (web; demo data; prints the URLs and the staff login)"
@@ -17,6 +17,7 @@ help:
 	@echo "make format   ruff format + autofix"
 	@echo "make manage ARGS='…'   any manage.py command with the platform's environment"
 	@echo "make clean-data        delete the embedded databases under .data/"
+	@echo "make test-faults       fault drills under load (kill -9 matcher/web/worker, Redis, PostgreSQL)"
 	@echo "make bench-engine      engine vs PyPI order books (own venv: .venv-bench)"
 	@echo "make bench-ledger      trade settlements per second"
 	@echo "make bench-api         signed orders per second and latency over HTTP (web + matcher)"
@@ -39,6 +40,10 @@ run: install
 
 test: install lint
 	$(BIN)/python -m dex.devstack test
+
+# Kill -9 the matcher, web and worker, restart Redis, cut PostgreSQL off, under load.
+test-faults: install
+	$(BIN)/python -m dex.devstack test -- -s -v tests/faults
 
 lint: install
 	$(BIN)/ruff check .
