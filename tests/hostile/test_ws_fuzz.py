@@ -4,7 +4,7 @@ consumer answers each with a normal reply or an error and a close code from its
 protocol, its task never raises, and the process keeps serving a normal client.
 
 (A client that never reads is the slow-consumer case, closed with 4509:
-``tests/exchange/ws/test_stream.py::test_a_client_that_does_not_read_is_disconnected…``.)"""
+``tests/exchange/ws/test_stream.py::test_a_client_that_stops_reading_is_disconnected_not_buffered``.)"""
 
 from __future__ import annotations
 
