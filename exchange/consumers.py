@@ -76,6 +76,7 @@ CLOSE_SLOW_CONSUMER = 4509
 MAX_INBOUND_BYTES = 4096
 SYMBOL = r"[A-Z][A-Z0-9]{1,11}-[A-Z][A-Z0-9]{1,11}"
 SYMBOL_NAME = re.compile(SYMBOL)
+CREDENTIAL = re.compile(r"[\x21-\x7e]{1,256}")  # a session token or an API key: printable ASCII
 CHANNEL = re.compile(
     rf"(?P<kind>book|trades|ticker)\.(?P<symbol>{SYMBOL})"
     rf"|(?P<candles>candles)\.(?P<csymbol>{SYMBOL})\.(?P<interval>1m|5m|1h|1d)"
@@ -496,13 +497,17 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
     async def on_auth(self, content: dict) -> None:
         if self.trader is not None:
             raise Refused("ALREADY_AUTHENTICATED", CLOSE_BAD_MESSAGE)
-        meta = {}
-        if isinstance(content.get("token"), str):
-            meta["HTTP_AUTHORIZATION"] = f"Bearer {content['token']}"
-        elif isinstance(content.get("api_key"), str):
-            meta["HTTP_X_API_KEY"] = content["api_key"]
+        token, api_key = content.get("token"), content.get("api_key")
+        if isinstance(token, str):
+            credential, meta = token, {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+        elif isinstance(api_key, str):
+            credential, meta = api_key, {"HTTP_X_API_KEY": api_key}
         else:
             raise Refused("AUTH_FAILED", CLOSE_AUTH_FAILED, 'give "token" or "api_key"')
+        if not CREDENTIAL.fullmatch(credential):
+            # Before any lookup: the HTTP server refuses a NUL in a header, but JSON
+            # carries one, and PostgreSQL will not compare text with it.
+            raise Refused("AUTH_FAILED", CLOSE_AUTH_FAILED, "unknown credential")
         try:
             trader = await database_sync_to_async(authenticate)(meta)
         except AuthenticationFailed as exc:

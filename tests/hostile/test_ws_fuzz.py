@@ -232,6 +232,32 @@ def test_cancel_on_disconnect_refuses_a_symbol_that_cannot_be_a_market(symbol, m
     }
 
 
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"type": "auth", "api_key": "\x00.\x00"},
+        {"type": "auth", "api_key": "a\x00b.c"},
+        {"type": "auth", "token": "\x00"},
+        {"type": "auth", "token": ""},
+        {"type": "auth", "api_key": "k." + "x" * 300},
+    ],
+    ids=["NUL key", "NUL in a key", "NUL token", "empty token", "long key"],
+)
+def test_a_credential_no_client_could_hold_is_refused_before_any_lookup(message, market):
+    async def scenario():
+        communicator = await open_socket()
+        try:
+            await communicator.send_json_to(message)
+            outputs = await replies_until_quiet(communicator)
+        finally:
+            await communicator.disconnect(timeout=5)
+        return outputs
+
+    outputs = async_to_sync(scenario)()
+    assert assert_protocol(outputs) == consumers.CLOSE_AUTH_FAILED
+    assert json.loads(outputs[0]["text"])["code"] == "AUTH_FAILED"
+
+
 def test_after_the_fuzz_a_normal_client_is_served(market):
     async def scenario():
         hostile = await open_socket()
