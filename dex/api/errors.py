@@ -5,6 +5,9 @@ status: ``code`` is stable and machine-readable (``VALIDATION_ERROR``,
 ``INSUFFICIENT_FUNDS``, ``NONCE_REUSED``…), ``message`` is for people, and
 ``details`` maps a field to what is wrong with it (absent when no field is to blame).
 
+A value the database refuses outright (``DataError``: a NUL character in text, a
+number out of its column's range) came from the request: ``400 MALFORMED_REQUEST``.
+
 When the database cannot be reached (or asks for a retry: a serialization failure,
 a deadlock), the answer is ``503 SERVICE_UNAVAILABLE`` with ``Retry-After``: the
 request may or may not have been applied, and retrying it is safe because orders and
@@ -16,7 +19,7 @@ from __future__ import annotations
 import logging
 
 from django.core.exceptions import PermissionDenied, RequestDataTooBig
-from django.db import InterfaceError, OperationalError
+from django.db import DataError, InterfaceError, OperationalError
 from django.http import Http404, HttpResponse, JsonResponse
 from django.views.defaults import bad_request as django_bad_request
 from django.views.defaults import page_not_found
@@ -106,6 +109,17 @@ def exception_handler(exc, context) -> Response | None:
             ),
             status=status.HTTP_503_SERVICE_UNAVAILABLE,
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
+    if isinstance(exc, DataError):
+        # A value from the request that PostgreSQL cannot hold or compare: a NUL in a
+        # path segment looked up as text, a number past its column's range.
+        logger.warning("request data refused by the database: %s", exc)
+        return Response(
+            error_body(
+                "MALFORMED_REQUEST",
+                "the request holds a value the exchange cannot store or look up",
+            ),
+            status=status.HTTP_400_BAD_REQUEST,
         )
     if isinstance(exc, RequestDataTooBig):
         return Response(
