@@ -35,6 +35,8 @@ from django.db import connection
 from tests.live import REPO, free_port, stop, wait_for
 
 D = Decimal
+# Seconds after which a task a killed worker had taken is handed out again.
+VISIBILITY_TIMEOUT = 5
 
 # --------------------------------------------------------------------------------------
 # A TCP proxy that can refuse connections
@@ -203,7 +205,7 @@ class Stack:
             "REDIS_URL": self.redis.url,
             "CELERY_BROKER_URL": self.redis.url,
             # A task whose worker died is handed out again after this many seconds.
-            "CELERY_VISIBILITY_TIMEOUT": "5",
+            "CELERY_VISIBILITY_TIMEOUT": str(VISIBILITY_TIMEOUT),
             "PYTHONUNBUFFERED": "1",
         }
 

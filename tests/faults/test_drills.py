@@ -61,6 +61,7 @@ from exchange.models import (
 from exchange.services.sessions import api_key_create
 from tests.api_support import Wallet
 from tests.faults.support import (
+    VISIBILITY_TIMEOUT,
     Outcome,
     Stack,
     signed_orders,
@@ -357,6 +358,10 @@ def test_celery_worker_killed(stack, wallets, market):
             stack,
         )
         stack.kill("worker")
+        # What the killed worker had taken is handed out again once its visibility
+        # timeout has passed: to the next worker that starts, or at a running
+        # worker's next scan of the unacknowledged tasks.
+        time.sleep(VISIBILITY_TIMEOUT + 1)
         stack.start_worker()
 
     run_drill("celery-worker-kill", stack, wallets, market, fault, seed=3)
