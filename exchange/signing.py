@@ -13,6 +13,7 @@ The sign-in message follows EIP-4361 ("Sign-In with Ethereum") and is signed wit
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
@@ -157,6 +158,7 @@ def order_digest(fields: OrderFields, domain: dict | None = None) -> bytes:
 # only the low one is taken, so an order has one signature, not two.
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 SIGNATURE_V = {0: 0, 1: 1, 27: 0, 28: 1}
+HEX_DIGITS = re.compile(r"[0-9a-fA-F]*")
 
 
 def signature_bytes(signature: str) -> bytes:
@@ -168,10 +170,9 @@ def signature_bytes(signature: str) -> bytes:
     digits = signature.removeprefix("0x")
     if len(digits) != 130:
         raise SignatureError("a signature is 65 bytes (130 hex digits)")
-    try:
-        raw = bytes.fromhex(digits)
-    except ValueError:
-        raise SignatureError("a signature is hexadecimal") from None
+    if not HEX_DIGITS.fullmatch(digits):  # bytes.fromhex would skip spaces
+        raise SignatureError("a signature is hexadecimal")
+    raw = bytes.fromhex(digits)
     r, s, v = int.from_bytes(raw[:32]), int.from_bytes(raw[32:64]), raw[64]
     if not (0 < r < SECP256K1_N and 0 < s < SECP256K1_N):
         raise SignatureError("r and s of the signature are out of range")

@@ -85,6 +85,7 @@ def test_the_signers_own_signature_recovers_the_signer():
         pytest.param(SIGNATURE[:-1], id="odd length"),
         pytest.param(SIGNATURE + "00", id="a byte too many"),
         pytest.param("0x" + "zz" * 65, id="not hex"),
+        pytest.param("0x" + "00 " * 42 + "0000", id="hex with spaces"),
         pytest.param("0x" + "00" * 65, id="zeros"),
         pytest.param(hex_(b"\xff" * 65), id="r and s past the group order"),
         pytest.param("", id="empty"),
