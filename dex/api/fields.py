@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 
 from drf_spectacular.utils import extend_schema_field
@@ -14,22 +15,35 @@ DECIMALS = 8
 UINT256_MAX = 2**256 - 1
 
 
-def price_field(**kwargs) -> serializers.DecimalField:
-    return serializers.DecimalField(
-        max_digits=PRICE_DIGITS,
-        decimal_places=DECIMALS,
-        min_value=Decimal("0.00000001"),
-        **kwargs,
-    )
+# An amount on the wire: ASCII digits with an optional fraction and exponent (a JSON
+# number, or the same as a string). ``Decimal()`` alone also reads other scripts' digits
+# ("١٠٠") and digit-group underscores ("1_00"), which a wallet would show the trader
+# differently from the number the request then carries.
+PLAIN_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+SMALLEST_AMOUNT = Decimal(1).scaleb(-DECIMALS)
 
 
-def amount_field(**kwargs) -> serializers.DecimalField:
-    return serializers.DecimalField(
-        max_digits=AMOUNT_DIGITS,
-        decimal_places=DECIMALS,
-        min_value=Decimal("0.00000001"),
-        **kwargs,
-    )
+class PlainDecimalField(serializers.DecimalField):
+    """A positive amount with at most 8 decimal places, written in plain ASCII."""
+
+    def __init__(self, *, max_digits: int, **kwargs) -> None:
+        super().__init__(
+            max_digits=max_digits, decimal_places=DECIMALS, min_value=SMALLEST_AMOUNT, **kwargs
+        )
+
+    def to_internal_value(self, data) -> Decimal:
+        plain = isinstance(data, int | float) and not isinstance(data, bool)
+        if not plain and not (isinstance(data, str) and PLAIN_DECIMAL.fullmatch(data.strip())):
+            self.fail("invalid")
+        return super().to_internal_value(data)
+
+
+def price_field(**kwargs) -> PlainDecimalField:
+    return PlainDecimalField(max_digits=PRICE_DIGITS, **kwargs)
+
+
+def amount_field(**kwargs) -> PlainDecimalField:
+    return PlainDecimalField(max_digits=AMOUNT_DIGITS, **kwargs)
 
 
 @extend_schema_field({"type": "string", "pattern": "^[0-9]{1,78}$", "example": "1"})

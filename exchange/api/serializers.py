@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
-from decimal import Decimal
 
 from rest_framework import serializers
 
-from dex.api.fields import AMOUNT_DIGITS, DECIMALS, PRICE_DIGITS, Uint256Field, UnixTimeField
+from dex.api.fields import Uint256Field, UnixTimeField, amount_field, price_field
 from exchange.models import (
     Order,
     OrderStatus,
@@ -23,35 +21,6 @@ from exchange.services.orders import OrderRequest
 CLIENT_ORDER_ID = r"^[A-Za-z0-9_.:-]{1,64}$"
 HEX_SIGNATURE = r"^0x[0-9a-fA-F]{130}$"
 HEX_HASH = r"^0x[0-9a-fA-F]{64}$"
-# An amount on the wire: ASCII digits with an optional fraction and exponent (a JSON
-# number, or the same as a string). ``Decimal()`` alone also reads other scripts' digits
-# ("١٠٠") and digit-group underscores ("1_00"), which a wallet would show the trader
-# differently from the number the order then carries.
-PLAIN_DECIMAL = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-SMALLEST_AMOUNT = Decimal(1).scaleb(-DECIMALS)
-
-
-class PlainDecimalField(serializers.DecimalField):
-    """A positive amount with at most 8 decimal places, written in plain ASCII."""
-
-    def __init__(self, *, max_digits: int, **kwargs) -> None:
-        super().__init__(
-            max_digits=max_digits, decimal_places=DECIMALS, min_value=SMALLEST_AMOUNT, **kwargs
-        )
-
-    def to_internal_value(self, data) -> Decimal:
-        plain = isinstance(data, int | float) and not isinstance(data, bool)
-        if not plain and not (isinstance(data, str) and PLAIN_DECIMAL.fullmatch(data.strip())):
-            self.fail("invalid")
-        return super().to_internal_value(data)
-
-
-def price_field(**kwargs) -> PlainDecimalField:
-    return PlainDecimalField(max_digits=PRICE_DIGITS, **kwargs)
-
-
-def amount_field(**kwargs) -> PlainDecimalField:
-    return PlainDecimalField(max_digits=AMOUNT_DIGITS, **kwargs)
 
 
 class OrderPlaceSerializer(serializers.Serializer):
