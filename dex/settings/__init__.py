@@ -2,5 +2,6 @@
 
 - ``dex.settings.local``      — a developer's machine (``make run``); DEBUG on by default.
 - ``dex.settings.test``       — the test suite (``make test``).
-- ``dex.settings.production`` — refuses to start with a default secret key or DEBUG on.
+- ``dex.settings.production`` — refuses to start with a default secret key or KYC
+  document salt, or with DEBUG on.
 """

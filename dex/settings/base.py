@@ -364,7 +364,8 @@ SESSION_TOKEN_TTL = env.int("SESSION_TOKEN_TTL", default=24 * 3600)
 # Document numbers are kept only as SHA-256 of this salt and the number: set a secret
 # value in production, and never change it (the hashes of stored documents would no
 # longer match new submissions of the same document).
-KYC_DOCUMENT_SALT = env.str("KYC_DOCUMENT_SALT", default="dex-development-kyc-document-salt")
+INSECURE_DEFAULT_KYC_DOCUMENT_SALT = "dex-development-kyc-document-salt"
+KYC_DOCUMENT_SALT = env.str("KYC_DOCUMENT_SALT", default=INSECURE_DEFAULT_KYC_DOCUMENT_SALT)
 
 # --- Row-level security -----------------------------------------------------------------
 # The PostgreSQL role trader reads run under (``dex.api.rls``); the migration

@@ -1,10 +1,17 @@
-"""Production: refuses to start with the development secret key or with DEBUG on, and
-turns on the transport-security settings."""
+"""Production: refuses to start with the development secret key, the development KYC
+document salt or with DEBUG on, and turns on the transport-security settings."""
 
 from django.core.exceptions import ImproperlyConfigured
 
 from dex.settings.base import *  # noqa: F403
-from dex.settings.base import DEBUG, INSECURE_DEFAULT_SECRET_KEY, SECRET_KEY, env
+from dex.settings.base import (
+    DEBUG,
+    INSECURE_DEFAULT_KYC_DOCUMENT_SALT,
+    INSECURE_DEFAULT_SECRET_KEY,
+    KYC_DOCUMENT_SALT,
+    SECRET_KEY,
+    env,
+)
 
 if DEBUG:
     raise ImproperlyConfigured("DEBUG must be off in production (unset DEBUG or set DEBUG=0).")
@@ -18,6 +25,12 @@ if (
         "SECRET_KEY must be set to a long random value in production "
         "(at least 50 characters; generate one with "
         "`python -c 'import secrets; print(secrets.token_urlsafe(64))'`)."
+    )
+
+if KYC_DOCUMENT_SALT == INSECURE_DEFAULT_KYC_DOCUMENT_SALT or len(KYC_DOCUMENT_SALT) < 32:
+    raise ImproperlyConfigured(
+        "KYC_DOCUMENT_SALT must be set to a long random value in production (at least 32 "
+        "characters), and never changed: stored document-number hashes depend on it."
     )
 
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")

@@ -108,6 +108,7 @@ def test_production_allows_no_address_by_default():
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "dex.settings.production",
         "SECRET_KEY": "x" * 20 + "abcdefghijklmnopqrstuvwxyz0123456789",
+        "KYC_DOCUMENT_SALT": "salt-" * 8,
     }
     env.pop("METRICS_ALLOWED_IPS", None)
     out = subprocess.run(

@@ -14,13 +14,14 @@ from dex.settings.services import redis_settings
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 GOOD_SECRET = "k3Jq9-" * 10
+GOOD_SALT = "s4Lt-" * 8
 
 
 def import_settings(module: str, **env: str) -> subprocess.CompletedProcess:
     base_env = {
         key: value
         for key, value in os.environ.items()
-        if key not in {"DEBUG", "SECRET_KEY", "DJANGO_SETTINGS_MODULE"}
+        if key not in {"DEBUG", "SECRET_KEY", "KYC_DOCUMENT_SALT", "DJANGO_SETTINGS_MODULE"}
     }
     return subprocess.run(
         [sys.executable, "-c", f"import {module} as s; print('DEBUG', s.DEBUG)"],
@@ -39,6 +40,8 @@ def import_settings(module: str, **env: str) -> subprocess.CompletedProcess:
         ({"SECRET_KEY": "django-insecure-" + "x" * 60}, "SECRET_KEY must be set"),
         ({"SECRET_KEY": "short"}, "SECRET_KEY must be set"),
         ({"SECRET_KEY": GOOD_SECRET, "DEBUG": "1"}, "DEBUG must be off"),
+        ({"SECRET_KEY": GOOD_SECRET}, "KYC_DOCUMENT_SALT must be set"),
+        ({"SECRET_KEY": GOOD_SECRET, "KYC_DOCUMENT_SALT": "short"}, "KYC_DOCUMENT_SALT must be"),
     ],
 )
 def test_production_refuses_to_start_with_unsafe_settings(env, message):
@@ -49,7 +52,9 @@ def test_production_refuses_to_start_with_unsafe_settings(env, message):
 
 
 def test_production_starts_with_a_real_secret_and_debug_off():
-    result = import_settings("dex.settings.production", SECRET_KEY=GOOD_SECRET)
+    result = import_settings(
+        "dex.settings.production", SECRET_KEY=GOOD_SECRET, KYC_DOCUMENT_SALT=GOOD_SALT
+    )
     assert result.returncode == 0, result.stderr
     assert "DEBUG False" in result.stdout
 
