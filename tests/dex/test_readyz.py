@@ -7,25 +7,17 @@ import sys
 
 import psycopg
 import pytest
-from django.db import connection
 
 from exchange.matcher.runner import LOCK_NAMESPACE
 from tests.factories import place_order
-from tests.live import REPO, process_env, stop, wait_for
+from tests.live import REPO, database_url, process_env, stop, wait_for
 
 
 @contextlib.contextmanager
 def market_lock_held(market):
     """A session of our own holding the market's ownership lock, as a matcher's does:
     an owner that never matches anything."""
-    db = connection.settings_dict
-    with psycopg.connect(
-        dbname=db["NAME"],
-        user=db["USER"],
-        host=db["HOST"],
-        port=db["PORT"] or 5432,
-        autocommit=True,
-    ) as session:
+    with psycopg.connect(database_url(), autocommit=True) as session:
         session.execute("SELECT pg_advisory_lock(%s, %s)", [LOCK_NAMESPACE, market.pk])
         yield session.info.backend_pid
 
