@@ -26,6 +26,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from dex.api.ratelimit import caller_address
 from dex.metrics import metrics_summary, web_registry
 
 # A matcher that does not answer within this is shown as unreachable on the page.
@@ -37,19 +38,6 @@ def _allowed_networks(
     allowed: tuple[str, ...],
 ) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     return tuple(ipaddress.ip_network(entry.strip(), strict=False) for entry in allowed)
-
-
-def caller_address(request: HttpRequest) -> str | None:
-    """``REMOTE_ADDR``, or with ``API_TRUSTED_PROXIES`` = N the address the outermost of
-    those proxies saw (the Nth ``X-Forwarded-For`` entry from the right)."""
-    address = request.META.get("REMOTE_ADDR")
-    proxies = settings.API_TRUSTED_PROXIES
-    if proxies > 0:
-        hops = [h.strip() for h in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
-        hops = [h for h in hops if h]
-        if len(hops) >= proxies:
-            address = hops[-proxies]
-    return address
 
 
 def metrics_allowed(request: HttpRequest) -> bool:

@@ -19,7 +19,7 @@ from django.db import connection, models
 from django.http import HttpRequest
 
 from compliance.models import AuditEvent
-from dex.api.ratelimit import client_ip
+from dex.api.ratelimit import caller_address
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +31,7 @@ class Actor:
 
     @classmethod
     def from_request(cls, request: HttpRequest) -> Actor:
-        return cls(user=request.user, ip_address=client_ip(request))
+        return cls(user=request.user, ip_address=caller_address(request))
 
     @property
     def label(self) -> str:

@@ -177,11 +177,10 @@ def rate_limit_hit(*, scope: str, credential: str | None, ip: str | None) -> Dec
     return decision
 
 
-def client_ip(request: HttpRequest) -> str | None:
+def caller_address(request: HttpRequest) -> str | None:
     """The caller's address: ``REMOTE_ADDR``, or with ``API_TRUSTED_PROXIES`` = N the
     address the outermost of those N proxies saw (``X-Forwarded-For``'s Nth entry from
-    the right; entries further left are whatever the client chose to send). IPv6
-    callers are grouped by /64, the block one host is normally given."""
+    the right; entries further left are whatever the client chose to send)."""
     address = request.META.get("REMOTE_ADDR")
     proxies = settings.API_TRUSTED_PROXIES
     if proxies > 0:
@@ -189,6 +188,13 @@ def client_ip(request: HttpRequest) -> str | None:
         hops = [h for h in hops if h]
         if len(hops) >= proxies:
             address = hops[-proxies]
+    return address
+
+
+def client_ip(request: HttpRequest) -> str | None:
+    """The caller's address (:func:`caller_address`) as a rate-limit bucket: IPv6
+    callers are grouped by /64, the block one host is normally given."""
+    address = caller_address(request)
     try:
         ip = ipaddress.ip_address(address or "")
     except ValueError:
