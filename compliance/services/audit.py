@@ -9,6 +9,7 @@ does its record, and a change can never commit without one.
 from __future__ import annotations
 
 import datetime as dt
+import ipaddress
 import uuid
 from dataclasses import dataclass
 from decimal import Decimal
@@ -31,7 +32,14 @@ class Actor:
 
     @classmethod
     def from_request(cls, request: HttpRequest) -> Actor:
-        return cls(user=request.user, ip_address=caller_address(request))
+        """The request's user, from the address it came from (none when that is not an
+        IP address, e.g. a unix-socket peer: the audit row must still be written)."""
+        address = caller_address(request)
+        try:
+            address = str(ipaddress.ip_address(address or ""))
+        except ValueError:
+            address = None
+        return cls(user=request.user, ip_address=address)
 
     @property
     def label(self) -> str:

@@ -81,3 +81,15 @@ def test_an_account_label_edit_is_audited_and_its_tier_and_country_are_not_edita
     event = AuditEvent.objects.get(target_type="exchange.account", target_id=str(trader.pk))
     assert event.action == "account.update"
     assert (event.before["label"], event.after["label"]) == ("", "desk 7")
+
+
+@pytest.mark.parametrize(
+    ("remote_addr", "recorded"),
+    [("2001:db8::7", "2001:db8::7"), ("203.0.113.9", "203.0.113.9"), ("", None), ("x", None)],
+)
+def test_an_audit_record_keeps_the_exact_address_or_none(rf, staff, remote_addr, recorded):
+    from compliance.services.audit import Actor
+
+    request = rf.post("/admin/", REMOTE_ADDR=remote_addr)
+    request.user = staff
+    assert Actor.from_request(request).ip_address == recorded
