@@ -527,24 +527,31 @@ def stack_start(
     return Stack(web, matcher, f"http://127.0.0.1:{port}", log, database, profile_out)
 
 
-def stack_wait_healthy(stack: Stack, timeout: float = 90) -> None:
+def wait_until_ok(
+    url: str, processes: Sequence[subprocess.Popen], log: Path, timeout: float = 90
+) -> None:
+    """Until ``url`` answers 200; fails at once if one of ``processes`` exits."""
     import httpx
 
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
-        for proc in stack.processes():
+        for proc in processes:
             if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args[:4]} exited ({proc.returncode}); see {stack.log}")
+                raise RuntimeError(f"{proc.args[:6]} exited ({proc.returncode}); see {log}")
         try:
-            response = httpx.get(f"{stack.base_url}/healthz", timeout=2)
+            response = httpx.get(url, timeout=5)
             if response.status_code == 200:
                 return
             last = response.text[:300]
         except httpx.HTTPError as exc:
             last = repr(exc)
         time.sleep(0.25)
-    raise RuntimeError(f"/healthz did not answer 200 in {timeout:g}s: {last}")
+    raise RuntimeError(f"{url} did not answer 200 in {timeout:g}s: {last}")
+
+
+def stack_wait_healthy(stack: Stack, timeout: float = 90) -> None:
+    wait_until_ok(f"{stack.base_url}/healthz", stack.processes(), stack.log, timeout)
 
 
 def stack_stop(stack: Stack) -> None:

@@ -97,6 +97,7 @@ from bench.api import (
     seed,
     setup_django,
     sign_all,
+    wait_until_ok,
     with_database,
     with_redis_db,
 )
@@ -148,27 +149,6 @@ def stack_stop(stack: ws.Stack) -> None:
     for worker in alive:
         with contextlib.suppress(psutil.NoSuchProcess):
             worker.kill()
-
-
-def wait_ready(port: int, processes: Sequence[subprocess.Popen], log: Path, timeout=90) -> None:
-    """Until ``/readyz`` answers 200: PostgreSQL, Redis, the matcher and a Celery worker."""
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        for proc in processes:
-            if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args[:6]} exited ({proc.returncode}); see {log}")
-        try:
-            response = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
-            if response.status_code == 200:
-                return
-            last = response.text[:300]
-        except httpx.HTTPError as exc:
-            last = repr(exc)
-        time.sleep(0.5)
-    raise RuntimeError(f"/readyz did not answer 200 in {timeout:g}s: {last}")
 
 
 def worker_tasks() -> Counter:
@@ -715,7 +695,8 @@ def main(argv: list[str] | None = None) -> int:
             env, log, concurrency=args.celery_concurrency, beat=args.beat, workdir=workdir
         )
         ws.stack_wait_healthy(stack)
-        wait_ready(stack.port, [*stack.processes(), worker], log)
+        # /readyz: PostgreSQL, Redis, the matcher and a Celery worker.
+        wait_until_ok(f"http://127.0.0.1:{stack.port}/readyz", [*stack.processes(), worker], log)
         print(
             f"stack: uvicorn dex.asgi:application --workers {args.web_workers} (HTTP and"
             f" WebSocket, DB_POOL_MAX_SIZE={args.db_pool}, ASGI_THREADS=32, API rate limits"

@@ -103,6 +103,7 @@ from bench.api import (
     percentile,
     redis_claim,
     redis_db_of,
+    wait_until_ok,
     with_database,
     with_redis_db,
 )
@@ -487,23 +488,8 @@ def simulate(rate: float, seed: int) -> None:
 
 
 def stack_wait_healthy(stack: Stack, timeout: float = 90) -> None:
-    import httpx
-
-    deadline = time.monotonic() + timeout
-    last = "no answer"
-    while time.monotonic() < deadline:
-        for proc in stack.processes():
-            if proc.poll() is not None:
-                raise RuntimeError(f"{proc.args[:4]} exited ({proc.returncode}); see {stack.log}")
-        try:
-            response = httpx.get(f"http://127.0.0.1:{stack.port}/healthz", timeout=2)
-            if response.status_code == 200:
-                return
-            last = response.text[:300]
-        except httpx.HTTPError as exc:
-            last = repr(exc)
-        time.sleep(0.25)
-    raise RuntimeError(f"/healthz did not answer 200 in {timeout:g}s: {last}")
+    url = f"http://127.0.0.1:{stack.port}/healthz"
+    wait_until_ok(url, stack.processes(), stack.log, timeout)
 
 
 def stack_stop(stack: Stack) -> None:

@@ -16,20 +16,16 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
-import os
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Group
-from selenium import webdriver
 from selenium.common.exceptions import (
     NoSuchElementException,
     StaleElementReferenceException,
     TimeoutException,
 )
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -47,33 +43,16 @@ from compliance.models import (
 from compliance.roles import COMPLIANCE_OFFICER
 from compliance.services.kyc import KycDocumentInput, kyc_case_submit
 from exchange.models import AccountStatus, Order, OrderStatus, Trade
+from tests.browser import ARTIFACTS, chromium
 from tests.exchange.test_matcher_process import owns, pending
 from tests.factories import AccountFactory, place_order
-from tests.live import REPO, wait_for, web_server
+from tests.live import wait_for, web_server
 from tests.portfolio import sim
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-CHROMIUM = os.environ.get("DEX_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("DEX_CHROMEDRIVER", "/usr/bin/chromedriver")
-ARTIFACTS = REPO / "test-artifacts"
 WAIT = 15  # seconds for a page, or the matcher, to show what the test expects
 PASSWORD = "correct horse battery staple"
-
-
-def _require_browser() -> None:
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).is_file()]
-    if not missing:
-        return
-    if os.environ.get("DEX_SKIP_BROWSER_TESTS") == "1":
-        pytest.skip(f"DEX_SKIP_BROWSER_TESTS=1 and no {', '.join(missing)}")
-    pytest.fail(
-        f"the browser test needs {' and '.join(missing)}: install Debian's Chromium with "
-        "`sudo apt-get install chromium chromium-driver` (.ci/run does this), point "
-        "DEX_CHROMIUM / DEX_CHROMEDRIVER at another build, or set DEX_SKIP_BROWSER_TESTS=1 "
-        "to skip this test knowingly",
-        pytrace=False,
-    )
 
 
 @pytest.fixture
@@ -85,33 +64,8 @@ def downloads(tmp_path) -> Path:
 
 @pytest.fixture
 def browser(tmp_path, downloads):
-    _require_browser()
-    options = Options()
-    options.binary_location = CHROMIUM
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",  # CI runs as root
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--window-size=1800,1000",
-        f"--user-data-dir={tmp_path / 'chromium'}",
-    ):
-        options.add_argument(argument)
-    options.add_experimental_option(
-        "prefs",
-        {"download.default_directory": str(downloads), "download.prompt_for_download": False},
-    )
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # A driver path given: Selenium Manager is not run, so nothing is downloaded.
-    service = Service(executable_path=CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
-    driver = webdriver.Chrome(service=service, options=options)
-    driver.execute_cdp_cmd(
-        "Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)}
-    )
-    try:
+    with chromium(tmp_path, window="1800,1000", downloads=downloads) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture

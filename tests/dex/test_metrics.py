@@ -405,26 +405,10 @@ def test_the_admin_header_links_to_the_metrics_page(client, staff):
 
 @pytest.fixture
 def browser(tmp_path):
-    """Headless Chromium, set up as the dashboard's browser test sets it up."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
+    from tests.browser import chromium
 
-    from tests.exchange.test_dashboard_browser import CHROMEDRIVER, CHROMIUM, _require_browser
-
-    _require_browser()
-    options = Options()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(argument)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium'}")
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    service = Service(executable_path=CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
-    driver = webdriver.Chrome(service=service, options=options)
-    try:
+    with chromium(tmp_path) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.mark.django_db(transaction=True)

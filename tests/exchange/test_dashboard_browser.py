@@ -10,71 +10,31 @@ Without Chromium this test fails, saying how to install it, unless
 
 from __future__ import annotations
 
-import os
 from decimal import Decimal
-from pathlib import Path
 
 import httpx
 import pytest
-from selenium import webdriver
 from selenium.common.exceptions import TimeoutException
-from selenium.webdriver.chrome.options import Options
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from exchange.services.sessions import api_key_create
 from tests.api_support import Wallet
+from tests.browser import ARTIFACTS, chromium
 from tests.exchange.test_matcher_process import owns, pending
 from tests.factories import AccountFactory, place_order
-from tests.live import REPO, wait_for, web_server
+from tests.live import wait_for, web_server
 from tests.portfolio import sim
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-CHROMIUM = os.environ.get("DEX_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("DEX_CHROMEDRIVER", "/usr/bin/chromedriver")
-ARTIFACTS = REPO / "test-artifacts"
 WAIT = 15  # seconds for the page to show what the test expects
-
-
-def _require_browser() -> None:
-    missing = [p for p in (CHROMIUM, CHROMEDRIVER) if not Path(p).is_file()]
-    if not missing:
-        return
-    if os.environ.get("DEX_SKIP_BROWSER_TESTS") == "1":
-        pytest.skip(f"DEX_SKIP_BROWSER_TESTS=1 and no {', '.join(missing)}")
-    pytest.fail(
-        f"the browser test needs {' and '.join(missing)}: install Debian's Chromium with "
-        "`sudo apt-get install chromium chromium-driver` (.ci/run does this), point "
-        "DEX_CHROMIUM / DEX_CHROMEDRIVER at another build, or set DEX_SKIP_BROWSER_TESTS=1 "
-        "to skip this test knowingly",
-        pytrace=False,
-    )
 
 
 @pytest.fixture
 def browser(tmp_path):
-    _require_browser()
-    options = Options()
-    options.binary_location = CHROMIUM
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",  # CI runs as root
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        "--window-size=1400,900",
-        f"--user-data-dir={tmp_path / 'chromium'}",
-    ):
-        options.add_argument(argument)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # A driver path given: Selenium Manager is not run, so nothing is downloaded.
-    service = Service(executable_path=CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log"))
-    driver = webdriver.Chrome(service=service, options=options)
-    try:
+    with chromium(tmp_path, window="1400,900") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.fixture
