@@ -33,7 +33,6 @@ from django.db.models import (
     CharField,
     Count,
     DurationField,
-    Exists,
     F,
     Max,
     OuterRef,
@@ -281,14 +280,9 @@ ORDER_HEADER = [
 
 def order_report(*, period: Period, market: Market, chunk_size: int = CHUNK_SIZE) -> Iterator[Row]:
     """Every order placed in ``market`` during ``period`` (by ``created_at``), oldest
-    first, each exactly once: from the order table, and from the archive for an
-    archived order whose row has left the order table (``source`` says which).
-
-    Archiving copies a finished order (``exchange.services.archiving``) and keeps the
-    order row, so an archived order is normally reported from the order table alone; the
-    archive's part of the report is what a detached or pruned order table no longer
-    holds.
-    """
+    first, each exactly once: from the live order table or, for one that finished long
+    ago and was moved (``exchange.services.archiving``), from the archive (``source``
+    says which). Archiving moves a row in one transaction, so no order is in both."""
     in_period = Q(created_at__gte=period.start, created_at__lt=period.end)
     live = (
         Order.objects.filter(in_period, market=market)
@@ -302,7 +296,6 @@ def order_report(*, period: Period, market: Market, chunk_size: int = CHUNK_SIZE
     )
     archived = (
         OrderArchive.objects.filter(in_period, market_id=market.pk)
-        .filter(~Exists(Order.objects.filter(pk=OuterRef("order_id"))))
         .annotate(
             market_symbol=Value(market.symbol, output_field=CharField()),
             wallet=Subquery(

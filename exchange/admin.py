@@ -18,6 +18,7 @@ from exchange.models import (
     Asset,
     Market,
     Order,
+    OrderArchive,
     OrderBookSnapshot,
     OrderCommand,
     OrderStatusHistory,
@@ -242,21 +243,33 @@ class OrderAdmin(ReadOnlyAdmin):
     show_full_result_count = False
 
 
+# History names orders by id: an order that finished long ago is in the archive, not in
+# exchange_order, so these pages show and search the id rather than join the order.
+
+
 @admin.register(OrderStatusHistory)
 class OrderStatusHistoryAdmin(ReadOnlyAdmin):
-    list_display = ["order", "from_status", "to_status", "filled", "remaining", "changed_at"]
+    list_display = ["order_id", "from_status", "to_status", "filled", "remaining", "changed_at"]
     list_filter = ["to_status"]
-    search_fields = ["=order__id", "order__client_order_id"]
-    list_select_related = ["order"]
+    search_fields = ["=order__id"]
     show_full_result_count = False
 
 
 @admin.register(OrderCommand)
 class OrderCommandAdmin(ReadOnlyAdmin):
-    list_display = ["id", "market", "kind", "account", "order", "status", "sequence", "created_at"]
+    list_display = [
+        "id",
+        "market",
+        "kind",
+        "account",
+        "order_id",
+        "status",
+        "sequence",
+        "created_at",
+    ]
     list_filter = ["status", "kind", "market"]
     search_fields = ["=id", "=order__id", "account__wallet_address"]
-    list_select_related = ["market", "account", "order"]
+    list_select_related = ["market", "account"]
     show_full_result_count = False
 
 
@@ -284,6 +297,32 @@ class TradeAdmin(ReadOnlyAdmin):
     ]
     list_select_related = ["market", "buyer", "seller"]
     date_hierarchy = "executed_at"
+    show_full_result_count = False
+
+
+@admin.register(OrderArchive)
+class OrderArchiveAdmin(ReadOnlyAdmin):
+    """Orders that finished long ago, moved out of the live order table with every
+    column as it was; their trades, commands and history name them by this id."""
+
+    list_display = [
+        "order_id",
+        "client_order_id",
+        "market_id",
+        "account_id",
+        "side",
+        "type",
+        "price",
+        "quantity",
+        "filled",
+        "status",
+        "created_at",
+        "done_at",
+        "archived_at",
+    ]
+    list_filter = ["status", "side", "type"]
+    search_fields = ["=order_id", "=account_id", "client_order_id", "order_hash"]
+    date_hierarchy = "done_at"
     show_full_result_count = False
 
 

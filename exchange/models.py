@@ -456,9 +456,77 @@ def updated_at_stamp() -> pgtrigger.Trigger:
     )
 
 
+def order_references_check(*columns: str) -> pgtrigger.Trigger:
+    """The rule of a foreign key to ``exchange_order`` for rows being inserted, checked
+    once per statement: every order ``columns`` name must be in ``exchange_order``.
+
+    Tables that keep history (trades, the journal, status history, the ledger) name
+    orders without a foreign key constraint, so that an order that finished long ago
+    can move to ``exchange_orderarchive`` (``exchange.services.archiving``) while its
+    history stays. Together with the order table's ``delete_only_archived`` trigger and
+    the append-only archive, every order a history row names is in one of the two
+    tables, always: new rows may only name a live-table order, and an order leaves the
+    live table only after its final state is in the archive, which never loses a row.
+    """
+    missing = " OR ".join(
+        f'(n."{column}" IS NOT NULL AND NOT EXISTS '
+        f'(SELECT 1 FROM exchange_order o WHERE o.id = n."{column}"))'
+        for column in columns
+    )
+    return pgtrigger.Trigger(
+        name="order_references",
+        level=pgtrigger.Statement,
+        when=pgtrigger.After,
+        operation=pgtrigger.Insert,
+        referencing=pgtrigger.Referencing(new="new_rows"),
+        func=(
+            f"IF EXISTS (SELECT 1 FROM new_rows n WHERE {missing}) THEN"
+            ' RAISE EXCEPTION \'insert on table "%" names an order that is not in'
+            " exchange_order', TG_TABLE_NAME USING ERRCODE = 'foreign_key_violation';"
+            " END IF; RETURN NULL;"
+        ),
+    )
+
+
 # --------------------------------------------------------------------------------------
 # Orders and the matcher's journal
 # --------------------------------------------------------------------------------------
+
+_ORDER_DELETE_CHECK = """
+    IF NOT EXISTS (
+        SELECT 1 FROM exchange_orderarchive a
+         WHERE a.order_id = OLD.id
+           AND to_jsonb(a) - 'order_id' - 'archived_at' = to_jsonb(OLD) - 'id'
+    ) THEN
+        RAISE EXCEPTION 'order % cannot be deleted: an order leaves exchange_order only for '
+            'the archive, with its final state copied there first', OLD.id
+            USING ERRCODE = 'restrict_violation';
+    END IF;
+    RETURN OLD;
+"""
+
+# Raised with the name of the live table's own constraint, so the services read a clash
+# with an archived order exactly as a clash with a live one.
+_ORDER_UNIQUE_WITH_ARCHIVE = """
+    IF EXISTS (SELECT 1 FROM exchange_orderarchive a
+                WHERE a.account_id = NEW.account_id AND a.nonce = NEW.nonce) THEN
+        RAISE EXCEPTION 'nonce % of account % was used by an archived order',
+            NEW.nonce, NEW.account_id
+            USING ERRCODE = 'unique_violation', CONSTRAINT = 'order_unique_nonce';
+    END IF;
+    IF EXISTS (SELECT 1 FROM exchange_orderarchive a
+                WHERE a.account_id = NEW.account_id
+                  AND a.client_order_id = NEW.client_order_id) THEN
+        RAISE EXCEPTION 'client order id % of account % names an archived order',
+            NEW.client_order_id, NEW.account_id
+            USING ERRCODE = 'unique_violation', CONSTRAINT = 'order_unique_client_order_id';
+    END IF;
+    IF EXISTS (SELECT 1 FROM exchange_orderarchive a WHERE a.order_hash = NEW.order_hash) THEN
+        RAISE EXCEPTION 'order hash % belongs to an archived order', NEW.order_hash
+            USING ERRCODE = 'unique_violation', CONSTRAINT = 'exchange_order_order_hash_key';
+    END IF;
+    RETURN NULL;
+"""
 
 _ORDER_INSERT_CHECK = """
     SELECT tick_size, lot_size INTO m_tick, m_lot FROM exchange_market WHERE id = NEW.market_id;
@@ -818,7 +886,26 @@ class Order(models.Model):
                     "created_at",
                 ],
             ),
-            pgtrigger.Protect(name="protect_delete", operation=pgtrigger.Delete),
+            # Orders are never deleted; archiving moves one (``OrderArchive``) only
+            # after the archive holds its final state (every column equal), in the
+            # same transaction.
+            pgtrigger.Trigger(
+                name="delete_only_archived",
+                when=pgtrigger.Before,
+                operation=pgtrigger.Delete,
+                func=_ORDER_DELETE_CHECK,
+            ),
+            # The nonce, order hash and client order id stay unique across the live
+            # table and the archive: an archived order's signature cannot be replayed
+            # and its client order id cannot name a second order. AFTER, so that the
+            # lookup runs once the live table's unique indexes have waited for any
+            # concurrent archiving of a conflicting order to commit.
+            pgtrigger.Trigger(
+                name="unique_with_archive",
+                when=pgtrigger.After,
+                operation=pgtrigger.Insert,
+                func=_ORDER_UNIQUE_WITH_ARCHIVE,
+            ),
         ]
 
     def __str__(self) -> str:
@@ -833,8 +920,14 @@ class OrderStatusHistory(models.Model):
     """Every status an order has had, written by a trigger on ``Order`` (so no code path
     can change a status without leaving a row here). Append-only."""
 
-    order = models.ForeignKey(  # indexed by orderstatushistory_order_idx (order, id)
-        Order, on_delete=models.PROTECT, related_name="status_history", db_index=False
+    # Indexed by orderstatushistory_order_idx (order, id). No foreign key constraint:
+    # see ``order_references_check``.
+    order = models.ForeignKey(
+        Order,
+        on_delete=models.DO_NOTHING,
+        related_name="status_history",
+        db_index=False,
+        db_constraint=False,
     )
     # NULL, not "", on the row that records the order's creation: it had no status.
     from_status = models.CharField(  # noqa: DJ001
@@ -848,10 +941,12 @@ class OrderStatusHistory(models.Model):
     changed_at = models.DateTimeField()
 
     class Meta:
-        ordering = ["order", "id"]
+        # By the id, not the order: ordering by a relation joins the order's table, and
+        # an archived order is no longer there.
+        ordering = ["order_id", "id"]
         verbose_name_plural = "order status history"
         indexes = [models.Index(fields=["order", "id"], name="orderstatushistory_order_idx")]
-        triggers = append_only_triggers()
+        triggers = [*append_only_triggers(), order_references_check("order_id")]
 
     def __str__(self) -> str:
         return f"#{self.order_id}: {self.from_status or '∅'} → {self.to_status}"
@@ -871,8 +966,14 @@ class OrderCommand(models.Model):
     account = models.ForeignKey(
         Account, on_delete=models.PROTECT, null=True, blank=True, related_name="commands"
     )
+    # No foreign key constraint: see ``order_references_check``.
     order = models.ForeignKey(
-        Order, on_delete=models.PROTECT, null=True, blank=True, related_name="commands"
+        Order,
+        on_delete=models.DO_NOTHING,
+        null=True,
+        blank=True,
+        related_name="commands",
+        db_constraint=False,
     )
     payload = models.JSONField(default=dict, blank=True)
     status = models.CharField(
@@ -952,6 +1053,7 @@ class OrderCommand(models.Model):
                 exclude=["status", "sequence", "result", "processed_at"],
             ),
             pgtrigger.Protect(name="protect_delete", operation=pgtrigger.Delete),
+            order_references_check("order_id"),
         ]
 
     def __str__(self) -> str:
@@ -964,17 +1066,21 @@ class OrderCommand(models.Model):
 
 # Once per INSERT statement over all its trades (the matcher writes a batch's in one):
 # one pass, each trade's two orders by primary key.
+# Also the rule of the foreign keys to both orders (see ``order_references_check``): a
+# trade whose order is not in ``exchange_order`` finds no row to join and is refused.
 _TRADE_PARTIES_CHECK = """
     SELECT t.id,
+           m.market_id IS NULL OR k.market_id IS NULL,
            m.market_id <> t.market_id OR k.market_id <> t.market_id,
            k.side <> t.aggressor_side OR m.side = k.side
-      INTO bad, other_market, sides
+      INTO bad, missing, other_market, sides
       FROM new_trades t
-      JOIN LATERAL (SELECT market_id, account_id, side FROM exchange_order
-                     WHERE id = t.maker_order_id) m ON true
-      JOIN LATERAL (SELECT market_id, account_id, side FROM exchange_order
-                     WHERE id = t.taker_order_id) k ON true
-     WHERE m.market_id <> t.market_id OR k.market_id <> t.market_id
+      LEFT JOIN LATERAL (SELECT market_id, account_id, side FROM exchange_order
+                          WHERE id = t.maker_order_id) m ON true
+      LEFT JOIN LATERAL (SELECT market_id, account_id, side FROM exchange_order
+                          WHERE id = t.taker_order_id) k ON true
+     WHERE m.market_id IS NULL OR k.market_id IS NULL
+        OR m.market_id <> t.market_id OR k.market_id <> t.market_id
         OR k.side <> t.aggressor_side OR m.side = k.side
         OR (t.aggressor_side = 'BUY'
             AND (t.buyer_id <> k.account_id OR t.seller_id <> m.account_id))
@@ -983,6 +1089,9 @@ _TRADE_PARTIES_CHECK = """
      LIMIT 1;
     IF NOT FOUND THEN
         RETURN NULL;
+    ELSIF missing THEN
+        RAISE EXCEPTION 'trade % names an order that is not in exchange_order', bad
+            USING ERRCODE = 'foreign_key_violation';
     ELSIF other_market THEN
         RAISE EXCEPTION 'trade % joins orders from another market', bad
             USING ERRCODE = 'check_violation';
@@ -1006,11 +1115,20 @@ class Trade(models.Model):
         Market, on_delete=models.PROTECT, related_name="trades", db_index=False
     )
     sequence = models.BigIntegerField(help_text="Per-market trade number, gap-free.")
+    # The orders' foreign key rule is ``order_references_check``'s, not a constraint's.
     maker_order = models.ForeignKey(
-        Order, on_delete=models.PROTECT, related_name="maker_trades", db_index=False
+        Order,
+        on_delete=models.DO_NOTHING,
+        related_name="maker_trades",
+        db_index=False,
+        db_constraint=False,
     )
     taker_order = models.ForeignKey(
-        Order, on_delete=models.PROTECT, related_name="taker_trades", db_index=False
+        Order,
+        on_delete=models.DO_NOTHING,
+        related_name="taker_trades",
+        db_index=False,
+        db_constraint=False,
     )
     buyer = models.ForeignKey(
         Account, on_delete=models.PROTECT, related_name="buys", db_index=False
@@ -1098,7 +1216,12 @@ class Trade(models.Model):
                 when=pgtrigger.After,
                 operation=pgtrigger.Insert,
                 referencing=pgtrigger.Referencing(new="new_trades"),
-                declare=[("bad", "BIGINT"), ("other_market", "BOOLEAN"), ("sides", "BOOLEAN")],
+                declare=[
+                    ("bad", "BIGINT"),
+                    ("missing", "BOOLEAN"),
+                    ("other_market", "BOOLEAN"),
+                    ("sides", "BOOLEAN"),
+                ],
                 func=_TRADE_PARTIES_CHECK,
             ),
         ]
@@ -1237,24 +1360,23 @@ class Candle(models.Model):
 
 
 class OrderArchive(models.Model):
-    """A copy of an order that finished long ago, taken by the archiving task.
+    """An order that finished long ago, moved out of ``exchange_order`` by the archiving
+    task (``exchange.services.archiving``), with every column as it was.
 
-    ``exchange_order`` stays the system of record and keeps every row: trades, hold
-    postings, ledger transactions, the command journal and the status history all
-    reference orders by foreign key, are append-only by trigger, and an order is never
-    deleted (``protect_delete``). Removing the order row would mean rewriting or
-    deleting history, which the platform refuses. So archiving copies the finished
-    order here in full, once, in one ``INSERT … SELECT``; readers of old history (the
-    reports, an export to cold storage, a later detach of this table to a cheaper
-    tablespace) read the archive, and the hot table's live-order indexes are partial
-    (live statuses only) so finished orders never slow the matcher.
+    The live table then holds only recent and open orders, which the order path, the
+    matcher's rebuild and the trader API read. History stays whole: trades, the command
+    journal, status history and the ledger keep naming the order by id, and the
+    database guarantees that id resolves in one table or the other (see
+    ``order_references_check``). An order leaves the live table only once its final
+    state is here (``delete_only_archived``), and nothing is ever deleted or changed
+    here. An archived order's nonce, order hash and client order id stay taken
+    (``unique_with_archive`` on the live table, the unique constraints below here).
 
-    Same columns as ``Order`` (checked by a test), plus when it was archived.
+    Same columns as ``Order`` (checked by a test), its id as ``order_id``, plus when it
+    was archived.
     """
 
-    order = models.OneToOneField(
-        Order, on_delete=models.PROTECT, primary_key=True, related_name="archive"
-    )
+    order_id = models.BigIntegerField(primary_key=True)
     account_id = models.BigIntegerField()
     market_id = models.BigIntegerField()
     client_order_id = models.CharField(max_length=64)
@@ -1295,6 +1417,14 @@ class OrderArchive(models.Model):
             models.CheckConstraint(
                 condition=Q(status__in=TERMINAL_STATUSES), name="orderarchive_terminal_only"
             ),
+            models.UniqueConstraint(
+                fields=["account_id", "nonce"], name="orderarchive_unique_nonce"
+            ),
+            models.UniqueConstraint(
+                fields=["account_id", "client_order_id"],
+                name="orderarchive_unique_client_order_id",
+            ),
+            models.UniqueConstraint(fields=["order_hash"], name="orderarchive_unique_hash"),
         ]
         indexes = [
             models.Index(fields=["account_id", "-created_at"], name="orderarchive_account_idx"),
@@ -1304,6 +1434,19 @@ class OrderArchive(models.Model):
 
     def __str__(self) -> str:
         return f"archived #{self.order_id} {self.status}"
+
+    def as_order(self) -> Order:
+        """The order as it was when it left the live table, for code that reads orders
+        (the API's serializers, an idempotent retry's answer). Not for saving: it is
+        no longer in ``exchange_order``, and never will be again."""
+        values = {
+            field.attname: getattr(self, "order_id" if field.attname == "id" else field.attname)
+            for field in Order._meta.concrete_fields
+        }
+        order = Order(**values)
+        order._state.adding = False
+        order.archived_at = self.archived_at
+        return order
 
 
 # --------------------------------------------------------------------------------------

@@ -70,8 +70,8 @@ def candles_roll(market_id: int, interval: str) -> int:
 
 @shared_task(name="exchange.orders_archive", **retrying())
 def orders_archive() -> int:
-    """Archive orders finished more than ``ORDER_ARCHIVE_AFTER_DAYS`` ago, a batch at a
-    time, until none are left."""
+    """Move orders finished more than ``ORDER_ARCHIVE_AFTER_DAYS`` ago to the archive, a
+    batch (one transaction) at a time, until none are left. A rerun finds none."""
     done_before = timezone.now() - timedelta(days=settings.ORDER_ARCHIVE_AFTER_DAYS)
     total = 0
     while archived := archiving.orders_archive(

@@ -137,7 +137,15 @@ class TransactionKind(models.TextChoices):
 # it wrote (a constraint trigger must be per row, so the statement leaves one row in
 # ``LedgerCheck`` and the check is deferred on that row): a matcher batch of hundreds of
 # ledger transactions costs one check at commit, not one per transaction.
+# Also the rule of the foreign key to the order (``exchange.models.order_references_check``,
+# folded in here to spare the ledger's inserts a second trigger).
 _TRANSACTIONS_QUEUE_CHECK = """
+    IF EXISTS (SELECT 1 FROM new_transactions n
+                WHERE n.order_id IS NOT NULL
+                  AND NOT EXISTS (SELECT 1 FROM exchange_order o WHERE o.id = n.order_id)) THEN
+        RAISE EXCEPTION 'insert on table "%" names an order that is not in exchange_order',
+            TG_TABLE_NAME USING ERRCODE = 'foreign_key_violation';
+    END IF;
     INSERT INTO portfolio_ledgercheck (transaction_ids)
     SELECT array_agg(id) FROM new_transactions HAVING count(*) > 0;
     RETURN NULL;
@@ -172,14 +180,16 @@ class LedgerTransaction(models.Model):
     kind = models.CharField(max_length=20, choices=TransactionKind.choices)
     idempotency_key = models.CharField(max_length=128, unique=True)
     description = models.CharField(max_length=255, blank=True)
-    # Indexed in Meta (ledgertxn_order_idx, ledgertxn_trade_idx), not twice.
+    # Indexed in Meta (ledgertxn_order_idx, ledgertxn_trade_idx), not twice. The order's
+    # foreign key rule is ``order_references_check``'s: an order may move to the archive.
     order = models.ForeignKey(
         Order,
-        on_delete=models.PROTECT,
+        on_delete=models.DO_NOTHING,
         null=True,
         blank=True,
         related_name="ledger_transactions",
         db_index=False,
+        db_constraint=False,
     )
     trade = models.ForeignKey(
         Trade,
@@ -310,13 +320,16 @@ class Posting(models.Model):
         LedgerAccount, on_delete=models.PROTECT, related_name="postings", db_index=False
     )
     amount = AmountField()
+    # No foreign key constraint, so the order may move to the archive: ``postings_apply``
+    # refuses a posting whose order is not in ``exchange_order`` (or not its owner's).
     order = models.ForeignKey(
         Order,
-        on_delete=models.PROTECT,
+        on_delete=models.DO_NOTHING,
         null=True,
         blank=True,
         related_name="hold_postings",
         db_index=False,
+        db_constraint=False,
     )
     created_at = CreatedAtField()
 

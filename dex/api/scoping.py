@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from django.db.models import Q, QuerySet
 
-from exchange.models import Account, Order, Trade
+from exchange.models import Account, Order, OrderArchive, Trade
 from portfolio.models import (
     Balance,
     LedgerAccount,
@@ -25,6 +25,7 @@ from portfolio.models import (
 # How each protected model reaches its owner.
 _OWNER_FILTERS = {
     Order: lambda account: Q(account=account),
+    OrderArchive: lambda account: Q(account_id=account.pk),
     Trade: lambda account: Q(buyer=account) | Q(seller=account),
     Balance: lambda account: Q(account=account),
     LedgerAccount: lambda account: Q(owner=account),

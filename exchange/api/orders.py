@@ -36,7 +36,15 @@ from exchange.api.serializers import (
     order_request_from,
 )
 from exchange.matcher.replies import order_reply_wait
-from exchange.models import LIVE_STATUSES, Account, Market, Order, OrderStatus, Trade
+from exchange.models import (
+    LIVE_STATUSES,
+    Account,
+    Market,
+    Order,
+    OrderArchive,
+    OrderStatus,
+    Trade,
+)
 from exchange.services.orders import (
     OrderRejected,
     order_amend,
@@ -224,9 +232,16 @@ class _OrderLookup(TraderView):
     rate_limit_scope = "orders"
     lookup: str
 
-    def get_object(self) -> Order:
+    def get_object(self, *, archived: bool = False) -> Order:
+        """The order; with ``archived``, also one that finished long ago and moved to
+        the archive (read-only: the services refuse to change it, as ORDER_CLOSED)."""
         value = self.kwargs[self.lookup]
         order = _orders(self).filter(**{self.lookup: value}).first()
+        if order is None and archived:
+            lookup = "order_id" if self.lookup == "pk" else self.lookup
+            account = self.trader.account
+            copy = for_account(OrderArchive.objects, account).filter(**{lookup: value}).first()
+            order = copy.as_order() if copy is not None else None
         if order is None:
             raise ApiError("UNKNOWN_ORDER", "no such order", status=404)
         return order
@@ -236,10 +251,10 @@ class _OneOrderView(_OrderLookup):
     """Read or cancel one order."""
 
     def get(self, request, **kwargs):
-        return Response(OrderSerializer(self.get_object()).data)
+        return Response(OrderSerializer(self.get_object(archived=True)).data)
 
     def delete(self, request, **kwargs):
-        order = self.get_object()
+        order = self.get_object(archived=True)
         try:
             order_cancel(account=self.trader.account, order=order)
         except OrderRejected as exc:

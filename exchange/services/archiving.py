@@ -1,14 +1,17 @@
-"""Archiving finished orders.
+"""Archiving finished orders: moving them out of the live order table.
 
-An order row cannot leave ``exchange_order``: trades, hold postings, ledger
-transactions, the command journal and the status history all reference it by foreign
-key and are append-only, and the order table refuses deletes (``protect_delete``).
-Deleting would mean rewriting history, which is exactly what those triggers exist to
-stop. So archiving copies each order that has been terminal for long enough into
-``exchange_orderarchive`` (same columns), in one ``INSERT … SELECT``, once: the archive
-is what cold storage and long-range reports read, and the order row stays as the
-target of its history's foreign keys. The matcher never notices either way, since its
-indexes on orders are partial (live statuses only). See ``OrderArchive``.
+An order that reached a terminal state more than ``ORDER_ARCHIVE_AFTER_DAYS`` ago moves
+from ``exchange_order`` to ``exchange_orderarchive`` with every column as it was: one
+``INSERT … SELECT`` copies a batch, one ``DELETE`` removes the same rows, in one
+transaction. The live table then holds recent and open orders only, which is what the
+order path, the matcher's rebuild and the trader API read.
+
+History stays whole. Trades, the command journal, status history and the ledger keep
+naming the order by id, and the database guarantees the id resolves in one of the two
+tables (``exchange.models.order_references_check``): the live table refuses to delete
+an order whose final state is not in the archive (``delete_only_archived``), and the
+archive never deletes or changes a row. An archived order's nonce, hash and client
+order id stay taken, so an old signed order cannot be replayed. See ``OrderArchive``.
 """
 
 from __future__ import annotations
@@ -30,23 +33,36 @@ def _columns() -> tuple[list[str], list[str]]:
 
 @transaction.atomic(durable=True)
 def orders_archive(*, done_before: datetime, limit: int) -> int:
-    """Archive up to ``limit`` orders that reached a terminal state before
-    ``done_before`` and are not archived yet, oldest id first; returns how many."""
+    """Move up to ``limit`` orders that reached a terminal state before ``done_before``
+    to the archive, oldest id first; returns how many moved.
+
+    The rows are locked as they are copied, so a concurrent archiving run skips them
+    instead of copying them twice; a terminal order is never written again, so nothing
+    else waits on the locks."""
     target, source = _columns()
     archive, order = OrderArchive._meta.db_table, Order._meta.db_table
     sql = f"""
+        WITH batch AS (
+            SELECT o.id FROM {order} o
+             WHERE o.status = ANY(%(statuses)s) AND o.done_at < %(before)s
+               -- an order done before then was placed before then: the BRIN index
+               -- on created_at narrows the scan to the old part of the table
+               AND o.created_at < %(before)s
+             ORDER BY o.id
+             LIMIT %(limit)s
+               FOR UPDATE SKIP LOCKED
+        )
         INSERT INTO {archive} ({", ".join(f'"{c}"' for c in target)})
         SELECT {", ".join(f'o."{c}"' for c in source)}
-          FROM {order} o
-         WHERE o.status = ANY(%(statuses)s) AND o.done_at < %(before)s
-           AND NOT EXISTS (SELECT 1 FROM {archive} a WHERE a.order_id = o.id)
-         ORDER BY o.id
-         LIMIT %(limit)s
-        ON CONFLICT (order_id) DO NOTHING
+          FROM {order} o JOIN batch USING (id)
+        RETURNING order_id
     """
     with connection.cursor() as cursor:
         cursor.execute(
             sql,
             {"statuses": list(TERMINAL_STATUSES), "before": done_before, "limit": limit},
         )
-        return cursor.rowcount
+        moved = [row[0] for row in cursor.fetchall()]
+        if moved:
+            cursor.execute(f"DELETE FROM {order} WHERE id = ANY(%s)", [moved])
+    return len(moved)

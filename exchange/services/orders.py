@@ -31,6 +31,7 @@ from exchange.models import (
     CommandKind,
     Market,
     Order,
+    OrderArchive,
     OrderCommand,
     OrderStatus,
     SelfTradePrevention,
@@ -224,6 +225,12 @@ def _order_placed(*, account: Account, market: Market, request: OrderRequest) ->
         existing = Order.objects.filter(account=account, client_order_id=request.client_order_id)
         if (order := existing.first()) is not None:
             return Placed(order, created=False)
+        # Or the original finished long ago and moved to the archive: still the answer.
+        archived = OrderArchive.objects.filter(
+            account_id=account.pk, client_order_id=request.client_order_id
+        ).first()
+        if archived is not None:
+            return Placed(archived.as_order(), created=False)
         diag = getattr(exc.__cause__, "diag", None)
         if getattr(diag, "constraint_name", None) == "order_unique_nonce":
             raise _reject("NONCE_REUSED", f"nonce {request.nonce} was used already") from None
@@ -343,7 +350,11 @@ def order_place_signed(*, account: Account, market: Market, request: OrderReques
 
 
 def _live_order(account: Account, order: Order) -> Order:
-    locked = Order.objects.select_for_update(of=("self",)).get(pk=order.pk)
+    locked = Order.objects.select_for_update(of=("self",)).filter(pk=order.pk).first()
+    if locked is None:  # finished long ago and moved to the archive
+        if order.account_id != account.pk:
+            raise _reject("UNKNOWN_ORDER", "no such order")
+        raise _reject("ORDER_CLOSED", f"order is {order.status} and archived")
     if locked.account_id != account.pk:
         raise _reject("UNKNOWN_ORDER", "no such order")  # never reveal others' orders
     if locked.is_terminal:

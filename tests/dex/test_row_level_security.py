@@ -4,10 +4,12 @@ account's id set, a query with no filter at all returns that account's rows only
 from __future__ import annotations
 
 from contextlib import contextmanager
+from datetime import timedelta
 
 import pytest
 from django.conf import settings
 from django.db import ProgrammingError, connection, transaction
+from django.utils import timezone
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.test import APIRequestFactory, force_authenticate
@@ -16,7 +18,17 @@ from rest_framework.views import APIView
 from dex.api.authentication import ALL_SCOPES, Trader
 from dex.api.rls import RowLevelSecurityMixin, rls_scope
 from dex.api.scoping import for_account
-from exchange.models import Account, ApiKey, Order, OrderStatusHistory, Side, Trade
+from exchange.models import (
+    Account,
+    ApiKey,
+    Order,
+    OrderArchive,
+    OrderStatus,
+    OrderStatusHistory,
+    Side,
+    Trade,
+)
+from exchange.services.archiving import orders_archive
 from portfolio.models import Balance, LedgerAccount, LedgerTransaction, Posting, VaultOperation
 from tests.factories import AccountFactory, random_hex
 from tests.portfolio import sim
@@ -30,6 +42,7 @@ def _scoped(model):
 # them as the tables' owner.
 OWN_ROWS = {
     "exchange_order": _scoped(Order),
+    "exchange_orderarchive": _scoped(OrderArchive),
     "exchange_trade": _scoped(Trade),
     "portfolio_ledgeraccount": _scoped(LedgerAccount),
     "portfolio_posting": _scoped(Posting),
@@ -68,13 +81,21 @@ def accounts(market):
         bid = sim.place(taker, market, Side.BUY, "1.000", "2000.00", accept=False)
         sim.fill_and_settle(ask, bid, "1.000")
     sim.place(a, market, Side.BUY, "0.500", "1900.00")  # one left open on the book
+    # One filled order of each account finished long ago and moved to the archive: B's
+    # and A's of the first trade, C's of the second.
+    long_ago = timezone.now() - timedelta(days=400)
+    filled = list(Order.objects.filter(status=OrderStatus.FILLED).order_by("pk"))
+    for order in (filled[0], filled[1], filled[3]):
+        sim.backdate(order, long_ago)
+    assert orders_archive(done_before=long_ago + timedelta(days=1), limit=10) == 3
     return a, b, c
 
 
 def _ids(table: str) -> set:
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT * FROM {table}")  # no WHERE: the policies do the work
-        column = [col.name for col in cursor.description].index("id")
+        names = [col.name for col in cursor.description]
+        column = names.index("id" if "id" in names else "order_id")
         return {row[column] for row in cursor.fetchall()}
 
 

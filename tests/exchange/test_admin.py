@@ -1,11 +1,13 @@
 """The back office lists every model with the columns, filters and search staff use,
 and keeps history read-only."""
 
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from django.contrib import admin
 from django.urls import reverse
+from django.utils import timezone
 
 from exchange.models import (
     Account,
@@ -13,12 +15,16 @@ from exchange.models import (
     Asset,
     Market,
     Order,
+    OrderArchive,
     OrderBookSnapshot,
     OrderCommand,
     OrderStatusHistory,
     Trade,
 )
+from exchange.services.archiving import orders_archive
 from tests.factories import OrderCommandFactory, OrderFactory
+from tests.portfolio import sim
+from tests.trades import trade_at
 
 pytestmark = pytest.mark.django_db
 
@@ -32,8 +38,17 @@ ALL_MODELS = [
     OrderCommand,
     Trade,
     OrderBookSnapshot,
+    OrderArchive,
 ]
-READ_ONLY = [ApiKey, Order, OrderStatusHistory, OrderCommand, Trade, OrderBookSnapshot]
+READ_ONLY = [
+    ApiKey,
+    Order,
+    OrderStatusHistory,
+    OrderCommand,
+    Trade,
+    OrderBookSnapshot,
+    OrderArchive,
+]
 
 
 def url(model, view: str, *args) -> str:
@@ -88,3 +103,24 @@ def test_market_status_and_pair_are_not_editable_by_form(admin_client, market):
     assert "maker_fee_rate" not in form.fields
     add_form = admin_client.get(url(Market, "add")).context["adminform"].form
     assert {"tick_size", "maker_fee_rate"} <= set(add_form.fields)
+
+
+def test_the_history_of_an_archived_order_still_shows(admin_client, market):
+    trade = trade_at(market, "10", "1", timezone.now())
+    moved = sim.backdate(trade.taker_order, timezone.now() - timedelta(days=400))
+    assert orders_archive(done_before=timezone.now() - timedelta(days=1), limit=10) == 1
+    history = OrderStatusHistory.objects.filter(order_id=moved.pk).first()
+    assert history is not None
+    pages = [
+        url(OrderArchive, "change", moved.pk),
+        url(Trade, "change", trade.pk),
+        url(OrderStatusHistory, "change", history.pk),
+    ]
+    for page in pages:
+        response = admin_client.get(page)
+        assert response.status_code == 200, page
+    for model in (OrderArchive, Trade, OrderStatusHistory, OrderCommand):
+        response = admin_client.get(url(model, "changelist"), {"q": str(moved.pk)})
+        assert response.status_code == 200, model
+    listed = admin_client.get(url(OrderArchive, "changelist"), {"q": str(moved.pk)})
+    assert moved.client_order_id in listed.content.decode()

@@ -13,6 +13,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import DatabaseError, IntegrityError, OperationalError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from dex import celery_app
@@ -21,16 +22,22 @@ from exchange import tasks
 from exchange.matcher.publish import book_key
 from exchange.models import (
     Candle,
+    CommandKind,
     Market,
     Order,
     OrderArchive,
     OrderBookSnapshot,
+    OrderCommand,
     OrderStatus,
     OrderStatusHistory,
+    Trade,
 )
 from exchange.services import archiving, market_data
+from portfolio.models import LedgerTransaction, Posting
+from portfolio.reconciliation import ledger_check
 from tests.factories import AccountFactory, AssetFactory, MarketFactory
 from tests.portfolio import sim
+from tests.sql import refused, sql
 from tests.trades import trade_at
 
 pytestmark = pytest.mark.django_db
@@ -337,40 +344,137 @@ def finished_order(market: Market, done_at: datetime) -> Order:
     trader = AccountFactory(kyc_tier=1)
     sim.deposit(trader, market.quote, "1000")
     order = sim.place(trader, market, "BUY", "1", "10")
+    # The trader's cancel, as the journal records it once the matcher applied it.
+    command = OrderCommand.objects.create(
+        market=market, kind=CommandKind.CANCEL, account=trader, order=order
+    )
     sim.cancel(order)
-    Order.objects.filter(pk=order.pk).update(done_at=done_at)
-    return Order.objects.get(pk=order.pk)
+    OrderCommand.objects.filter(pk=command.pk).update(
+        status="DONE", sequence=command.pk, processed_at=timezone.now()
+    )
+    return sim.backdate(order, done_at)
 
 
-def test_archiving_copies_orders_finished_long_ago_and_keeps_their_history(mkt, settings):
+def history_of(order_ids: list[int]) -> dict[str, list]:
+    """Every row that names one of the orders, table by table."""
+    named = {
+        "status history": OrderStatusHistory.objects.filter(order_id__in=order_ids),
+        "commands": OrderCommand.objects.filter(order_id__in=order_ids),
+        "trades": Trade.objects.filter(
+            Q(maker_order_id__in=order_ids) | Q(taker_order_id__in=order_ids)
+        ),
+        "ledger transactions": LedgerTransaction.objects.filter(order_id__in=order_ids),
+        "hold postings": Posting.objects.filter(order_id__in=order_ids),
+    }
+    return {kind: list(rows.order_by("pk").values_list()) for kind, rows in named.items()}
+
+
+def test_archiving_moves_orders_finished_long_ago_and_keeps_their_history(mkt, settings):
     settings.ORDER_ARCHIVE_AFTER_DAYS = 30
     settings.ORDER_ARCHIVE_BATCH = 1  # several batches in one run
     old = [finished_order(mkt, timezone.now() - timedelta(days=31 + i)) for i in range(3)]
+    # Two orders that traded with each other, long ago: the trade names both.
+    seller, buyer = AccountFactory(kyc_tier=1), AccountFactory(kyc_tier=1)
+    sim.deposit(seller, mkt.base, "5")
+    sim.deposit(buyer, mkt.quote, "1000")
+    maker = sim.place(seller, mkt, "SELL", "1", "10")
+    taker = sim.place(buyer, mkt, "BUY", "1", "10")
+    trade = sim.fill_and_settle(maker, taker, "1")
+    old += [sim.backdate(o, timezone.now() - timedelta(days=40)) for o in (maker, taker)]
     recent = finished_order(mkt, timezone.now() - timedelta(days=29))
     trader = AccountFactory(kyc_tier=1)
     sim.deposit(trader, mkt.quote, "1000")
     live = sim.place(trader, mkt, "BUY", "1", "10")
-    history = OrderStatusHistory.objects.count()
+    old_ids = [o.pk for o in old]
+    history = history_of(old_ids)
+    assert all(history.values()), history  # each kind of history row is there to keep
 
-    assert tasks.orders_archive.apply().get() == 3
+    assert tasks.orders_archive.apply().get() == 5
 
     archived = {a.order_id: a for a in OrderArchive.objects.all()}
-    assert set(archived) == {o.pk for o in old}
+    assert set(archived) == set(old_ids)
     for order in old:
         copy = archived[order.pk]
         for field in Order._meta.concrete_fields:
             name = "order_id" if field.name == "id" else field.attname
             assert getattr(copy, name) == getattr(order, field.attname), field.name
-        assert copy.status == OrderStatus.CANCELLED
-    # The orders and their history stay where every foreign key expects them.
-    assert Order.objects.filter(pk__in=[o.pk for o in old]).count() == 3
-    assert OrderStatusHistory.objects.count() == history
-    assert recent.pk not in archived
-    assert live.pk not in archived
+    # Moved: gone from the live table, and every row of their history still there.
+    assert not Order.objects.filter(pk__in=old_ids).exists()
+    assert history_of(old_ids) == history
+    assert Trade.objects.get(pk=trade.pk).maker_order_id == maker.pk
+    assert set(Order.objects.filter(pk__in=[recent.pk, live.pk]).values_list("pk", flat=True)) == {
+        recent.pk,
+        live.pk,
+    }
+    assert ledger_check() == []
 
     before = rows(OrderArchive)
     assert tasks.orders_archive.apply().get() == 0
     assert rows(OrderArchive) == before
+
+
+def test_an_order_leaves_the_live_table_only_for_the_archive(mkt):
+    order = finished_order(mkt, timezone.now() - timedelta(days=400))
+    with refused("cannot be deleted"):
+        sql("DELETE FROM exchange_order WHERE id = %s", [order.pk])
+    # A copy that is not the order's final state does not let it go either.
+    target, source = archiving._columns()
+    with refused("cannot be deleted"):
+        sql(
+            f"INSERT INTO exchange_orderarchive ({', '.join(target)})"
+            f" SELECT {', '.join(source)} FROM exchange_order WHERE id = %s",
+            [order.pk],
+        )
+        sql("UPDATE exchange_order SET reason = 'changed since' WHERE id = %s", [order.pk])
+        sql("DELETE FROM exchange_order WHERE id = %s", [order.pk])
+    assert Order.objects.filter(pk=order.pk).exists()
+    assert not OrderArchive.objects.filter(pk=order.pk).exists()
+
+
+def test_history_cannot_name_an_order_that_is_not_live(mkt):
+    order = finished_order(mkt, timezone.now() - timedelta(days=400))
+    assert archiving.orders_archive(done_before=timezone.now(), limit=10) == 1
+    account = order.account_id
+    for statement, params in [
+        (
+            "INSERT INTO exchange_ordercommand (market_id, kind, account_id, order_id, payload,"
+            " status, created_at) VALUES (%s, 'CANCEL', %s, %s, '{}', 'PENDING', now())",
+            [mkt.pk, account, order.pk],
+        ),
+        (
+            "INSERT INTO exchange_ordercommand (market_id, kind, account_id, order_id, payload,"
+            " status, created_at) VALUES (%s, 'CANCEL', %s, %s, '{}', 'PENDING', now())",
+            [mkt.pk, account, 10**12],
+        ),
+        (
+            "INSERT INTO exchange_orderstatushistory (order_id, from_status, to_status, filled,"
+            " reason, changed_at) VALUES (%s, NULL, 'PENDING', 0, '', now())",
+            [order.pk],
+        ),
+        (
+            "INSERT INTO portfolio_ledgertransaction (kind, idempotency_key, description,"
+            " order_id) VALUES ('HOLD', %s, '', %s)",
+            [secrets.token_hex(8), order.pk],
+        ),
+    ]:
+        with refused("names an order that is not in exchange_order"):
+            sql(statement, params)
+
+
+def test_a_trade_cannot_name_an_archived_order(mkt):
+    trade = trade_at(mkt, "10", "1", timezone.now())
+    gone = sim.backdate(trade.taker_order, timezone.now() - timedelta(days=400))
+    assert archiving.orders_archive(done_before=timezone.now() - timedelta(days=1), limit=10) == 1
+    with refused("names an order that is not in exchange_order"):
+        sql(
+            "INSERT INTO exchange_trade (market_id, sequence, maker_order_id, taker_order_id,"
+            " buyer_id, seller_id, aggressor_side, price, quantity, quote_quantity, maker_fee,"
+            " taker_fee, settlement_status, executed_at)"
+            " SELECT market_id, sequence + 1, maker_order_id, %s, buyer_id, seller_id,"
+            " aggressor_side, price, quantity, quote_quantity, maker_fee, taker_fee,"
+            " 'PENDING', now() FROM exchange_trade WHERE id = %s",
+            [gone.pk, trade.pk],
+        )
 
 
 def test_the_archive_has_every_column_of_an_order():
@@ -392,3 +496,17 @@ def test_archived_orders_are_append_only(mkt):
         OrderArchive.objects.filter(pk=order.pk).update(reason="rewritten")
     with pytest.raises(DatabaseError), transaction.atomic():
         OrderArchive.objects.filter(pk=order.pk).delete()
+
+
+def test_ledger_check_finds_an_archived_order_that_still_holds_funds(mkt):
+    trader = AccountFactory(kyc_tier=1)
+    sim.deposit(trader, mkt.quote, "1000")
+    order = sim.place(trader, mkt, "BUY", "1", "10")
+    # Finished without its hold released: the bug this check exists to catch.
+    Order.objects.filter(pk=order.pk).update(
+        status=OrderStatus.CANCELLED, reason="USER_CANCEL", done_at=timezone.now()
+    )
+    sim.backdate(order, timezone.now() - timedelta(days=400))
+    assert archiving.orders_archive(done_before=timezone.now(), limit=10) == 1
+    rules = {problem.rule for problem in ledger_check()}
+    assert "order in the archive still holds funds" in rules

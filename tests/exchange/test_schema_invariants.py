@@ -4,11 +4,10 @@ Each test bypasses the services — raw SQL, ``QuerySet.update`` or a bare INSER
 checks that PostgreSQL refuses the row, naming the rule it broke.
 """
 
-from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
-from django.db import DatabaseError, connection, transaction
+from django.db import connection
 from django.db.models import F
 from django.utils import timezone
 
@@ -36,23 +35,11 @@ from tests.factories import (
     OrderFactory,
     random_hex,
 )
+from tests.sql import refused, sql
 
 pytestmark = pytest.mark.django_db
 
 INVALID_TRANSITION = "Invalid transition"
-
-
-def sql(statement: str, params: list | tuple = ()) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(statement, params)
-
-
-@contextmanager
-def refused(rule: str):
-    """Expect PostgreSQL to refuse what the block does, naming ``rule``. The savepoint
-    keeps the test's transaction usable afterwards."""
-    with pytest.raises(DatabaseError, match=rule), transaction.atomic():
-        yield
 
 
 # --- reaching each status the legitimate way, with raw SQL ------------------------------
@@ -311,7 +298,7 @@ def test_what_the_trader_signed_never_changes():
 
 def test_orders_are_never_deleted():
     order = OrderFactory()
-    with refused("Cannot delete rows"):
+    with refused(f"order {order.pk} cannot be deleted"):
         sql("DELETE FROM exchange_order WHERE id = %s", [order.pk])
 
 

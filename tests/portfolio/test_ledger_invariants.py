@@ -1,7 +1,6 @@
 """The ledger's rules are PostgreSQL's: each test goes around the services (raw SQL,
 bare ORM writes) and expects the database to refuse."""
 
-from contextlib import contextmanager
 from decimal import Decimal
 
 import pytest
@@ -18,19 +17,9 @@ from portfolio.models import (
 )
 from tests.factories import AccountFactory, OrderFactory
 from tests.portfolio import sim
+from tests.sql import refused, sql
 
 D = Decimal
-
-
-def sql(statement: str, params=()) -> None:
-    with connection.cursor() as cursor:
-        cursor.execute(statement, params)
-
-
-@contextmanager
-def refused(rule: str):
-    with pytest.raises(DatabaseError, match=rule), transaction.atomic():
-        yield
 
 
 def accounts(asset, owner):

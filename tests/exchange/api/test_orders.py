@@ -12,8 +12,10 @@ from django.utils import timezone
 from compliance.models import JurisdictionRule, KycTierLimit
 from exchange.matcher.market import MarketMatcher
 from exchange.models import AccountStatus, CommandKind, MarketStatus, Order, OrderCommand
+from exchange.services.archiving import orders_archive
 from portfolio.models import LedgerTransaction
 from tests.api_support import Wallet, key_client
+from tests.portfolio import sim
 
 ORDERS = "/api/v1/orders/"
 D = Decimal
@@ -388,6 +390,31 @@ def test_cancel_by_id_asks_the_matcher_and_the_order_ends_cancelled(api, alice, 
     MarketMatcher(market).run_batch()
     assert api.get(f"{ORDERS}{order['id']}/").json()["status"] == "CANCELLED"
     assert_error(api.delete(f"{ORDERS}{order['id']}/"), 409, "ORDER_CLOSED")
+
+
+def test_an_archived_order_is_still_found_and_its_ids_stay_taken(api, bob_api, alice, market):
+    body = alice.order(market, client_order_id="old-one", nonce="4242")
+    order = post(api, body).json()
+    MarketMatcher(market).run_batch()
+    api.delete(f"{ORDERS}{order['id']}/")
+    MarketMatcher(market).run_batch()
+    sim.backdate(Order.objects.get(pk=order["id"]), timezone.now() - timedelta(days=400))
+    assert orders_archive(done_before=timezone.now() - timedelta(days=1), limit=10) == 1
+    assert not Order.objects.filter(pk=order["id"]).exists()
+
+    for path in (f"{ORDERS}{order['id']}/", f"{ORDERS}by-client-id/old-one/"):
+        found = api.get(path)
+        assert found.status_code == 200, found.json()
+        assert (found.json()["id"], found.json()["status"]) == (order["id"], "CANCELLED")
+        assert_error(bob_api.get(path), 404, "UNKNOWN_ORDER")
+        assert_error(api.delete(path), 409, "ORDER_CLOSED")
+    # A retry of the same request answers with the archived original; a new order
+    # cannot take its nonce.
+    retried = post(api, body)
+    assert (retried.status_code, retried.json()["id"]) == (200, order["id"])
+    assert_error(post(api, alice.order(market, nonce="4242")), 409, "NONCE_REUSED")
+    assert Order.objects.count() == 0
+    assert OrderCommand.objects.filter(kind=CommandKind.PLACE).count() == 1
 
 
 def test_cancel_by_client_order_id(api, alice, market):
