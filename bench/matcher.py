@@ -4,6 +4,7 @@
     python bench/matcher.py --orders 20000        # steadier figures (accepting is slow)
     python bench/matcher.py --orders 1500 --seconds 3      # quick look
     python bench/matcher.py --profile             # cProfile the drain, print the hotspots
+    python bench/matcher.py --positions-overhead  # drain with and without positions/stats
 
 It needs what the platform needs: ``DATABASE_URL``, ``REDIS_URL`` (the matcher
 publishes to Redis) and ``DJANGO_SETTINGS_MODULE`` (default ``dex.settings.local``).
@@ -24,6 +25,12 @@ orders, 10% market orders (sells by quantity, buys by quote amount).
    thread), then ``MarketMatcher.run_batch`` drains them in batches of ``--batch``
    (default 500), each batch one transaction: commands persisted per second, and the
    trades written with them.
+   ``--positions-overhead`` measures what positions and trading statistics cost the
+   drain: four rounds of ``--orders`` commands each, accepted and then drained, in the
+   order without, with, with, without (so a drift of the machine or of the growing book
+   weighs on both sides alike). "Without" replaces ``positions_apply`` in the ledger's
+   settlement by a no-op for that round only; everything else is the matcher's path.
+   It prints commands/s per round and the overhead, and skips the latency run.
 2. Latency. A real ``manage.py run_matcher`` process owns the market while
    ``--processes`` processes offer ``--rate`` requests a second between them for
    ``--seconds``. The services cost ~10 ms of Python per order, so they cannot offer
@@ -598,6 +605,38 @@ def offer(workload: Workload, *, rate: float, seconds: float, processes: int, se
     )
 
 
+def positions_overhead(workload: Workload, orders: int, batch: int) -> int:
+    """Drain rounds with and without ``positions_apply`` (see the module doc); prints
+    the table and returns the overhead in percent of the no-positions throughput."""
+    from unittest import mock
+
+    import portfolio.services.ledger as ledger
+
+    rates: dict[bool, list[float]] = {False: [], True: []}
+    print(
+        f"{'round':<6}{'positions':<11}{'commands':>9}{'trades':>8}{'seconds':>9}{'commands/s':>12}"
+    )
+    for number, with_positions in enumerate((False, True, True, False), start=1):
+        result = preload(workload, orders)
+        if with_positions:
+            drain(workload, result, batch)
+        else:
+            with mock.patch.object(ledger, "positions_apply", return_value=None):
+                drain(workload, result, batch)
+        rate = result.commands / result.seconds
+        rates[with_positions].append(rate)
+        print(
+            f"{number:<6}{'on' if with_positions else 'off':<11}{result.commands:>9,}"
+            f"{result.trades:>8,}{result.seconds:>9.2f}{rate:>12,.0f}",
+            flush=True,
+        )
+    off = sum(rates[False]) / len(rates[False])
+    on = sum(rates[True]) / len(rates[True])
+    overhead = (off - on) / off * 100
+    print(f"mean commands/s without positions {off:,.0f}, with {on:,.0f}: overhead {overhead:.1f}%")
+    return round(overhead, 1)
+
+
 def profiled_drain(workload: Workload, result: Throughput, batch: int, top: int) -> None:
     profiler = cProfile.Profile()
     profiler.runcall(drain, workload, result, batch)
@@ -664,6 +703,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--profile", action="store_true", help="cProfile the drain")
     parser.add_argument("--top", type=int, default=25, help="profile rows to print")
+    parser.add_argument(
+        "--positions-overhead",
+        action="store_true",
+        help="drain with and without position/statistics updates, compare, and stop",
+    )
     args = parser.parse_args(argv)
 
     setup_django()
@@ -682,6 +726,22 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         workload = Workload(traders=args.traders, seed=args.seed)
+        if args.positions_overhead:
+            overhead = positions_overhead(workload, args.orders, args.batch)
+            from portfolio.reconciliation import ledger_check
+
+            # The rounds without positions left the positions short of their trades on
+            # purpose: those two kinds of discrepancy are expected, the rest are not.
+            problems = [
+                p
+                for p in ledger_check()
+                if not p.rule.startswith(("position is not", "trading statistics are not"))
+            ]
+            print("ledger_check (money and holds): " + ("passed" if not problems else "FAILED"))
+            for problem in problems[:20]:
+                print(f"  {problem}")
+            print(f"positions and statistics overhead, goal under 20%: {overhead}%")
+            return 0 if not problems else 1
         print(f"accepting {args.orders:,} orders and cancels through the services ...", flush=True)
         throughput = preload(workload, args.orders)
         with connection.cursor() as cursor:
