@@ -271,7 +271,7 @@ def _order_write(*, account: Account, market: Market, request: OrderRequest) -> 
         expires_at=request.expires_at if tif == TimeInForce.GTT else None,
     )
     try:
-        hold_place(order=order)
+        hold_place(order=order, fresh=True)
     except InsufficientFunds as exc:
         raise _reject("INSUFFICIENT_FUNDS", str(exc)) from None
     OrderCommand.objects.create(

@@ -89,10 +89,16 @@ def _ledger_account_ids(keys: set[AccountKey]) -> dict[AccountKey, int]:
     assets = {k[1] for k in keys}
     owners = {k[2] for k in keys if k[2] is not None}
     found: dict[AccountKey, int] = {}
-    for rows in (
-        LedgerAccount.objects.filter(kind__in=kinds, asset_id__in=assets, owner_id__in=owners),
-        LedgerAccount.objects.filter(kind__in=kinds, asset_id__in=assets, owner__isnull=True),
-    ):
+    queries = []
+    if owners:  # traders' accounts
+        queries.append(
+            LedgerAccount.objects.filter(kind__in=kinds, asset_id__in=assets, owner_id__in=owners)
+        )
+    if any(k[2] is None for k in keys):  # the venue's
+        queries.append(
+            LedgerAccount.objects.filter(kind__in=kinds, asset_id__in=assets, owner__isnull=True)
+        )
+    for rows in queries:
         for pk, *key in rows.values_list("id", "kind", "asset_id", "owner_id", "market_id"):
             if tuple(key) in keys:
                 found[tuple(key)] = pk
@@ -260,6 +266,7 @@ def holds_sync_many(
     cause: str,
     accounts: dict[AccountKey, LedgerAccount] | None = None,
     current: dict[int, Decimal] | None = None,
+    fresh: bool = False,
 ) -> Sequence[LedgerTransaction]:
     """Move each order's hold to exactly what it may still cost (``order_hold_required``):
     up for a new or enlarged order (``kind`` HOLD), down for a cancel, an expiry or a
@@ -269,7 +276,9 @@ def holds_sync_many(
     Call inside a transaction, with the orders' rows already in their new state.
     ``accounts``: the orders' AVAILABLE and HELD accounts, when the caller has locked
     them already (the matcher locks a batch's accounts at once); ``current``: what
-    ``order_holds`` returned for the orders, when the caller read it under those locks."""
+    ``order_holds`` returned for the orders, when the caller read it under those locks.
+    ``fresh``: the caller created the orders in this transaction, so nothing can have
+    been posted or held for them yet (the order service's placement)."""
     entries_keys = {o.pk: f"order:{o.pk}:{cause}" for o in orders}
     keys = {
         order.pk: (
@@ -286,8 +295,11 @@ def holds_sync_many(
         accounts = ledger_accounts_lock_keys(k for pair in keys.values() for k in pair)
     # Read only once the accounts are locked: a concurrent retry of the same move has
     # committed by now (and is seen), and nothing else can move these holds.
-    already = posted_keys(entries_keys.values())
-    orders = [o for o in orders if entries_keys[o.pk] not in already]
+    if fresh:
+        current = {}
+    else:
+        already = posted_keys(entries_keys.values())
+        orders = [o for o in orders if entries_keys[o.pk] not in already]
     if current is None:
         current = order_holds(o.pk for o in orders)
 
@@ -349,11 +361,14 @@ def _asset_symbol(order: Order) -> str:
 
 
 @transaction.atomic
-def hold_place(*, order: Order, cause: str = "placed") -> LedgerTransaction | None:
+def hold_place(
+    *, order: Order, cause: str = "placed", fresh: bool = False
+) -> LedgerTransaction | None:
     """Reserve what ``order`` may cost, moving it from available to held. Joins the
     caller's transaction (the order service writes order, command and hold together).
-    Raises ``InsufficientFunds`` and posts nothing when the trader cannot cover it."""
-    posted = holds_sync_many([order], kind=TransactionKind.HOLD, cause=cause)
+    Raises ``InsufficientFunds`` and posts nothing when the trader cannot cover it.
+    ``fresh``: the order was created in this transaction (see ``holds_sync_many``)."""
+    posted = holds_sync_many([order], kind=TransactionKind.HOLD, cause=cause, fresh=fresh)
     return posted[0] if posted else None
 
 
