@@ -14,15 +14,24 @@ from pghistory import config
 from pghistory.middleware import HistoryMiddleware
 
 
-def _in_back_office(request) -> bool:
+def _admin_prefix() -> str | None:
     try:
-        return request.path.startswith(reverse("admin:index"))
+        return reverse("admin:index")
     except NoReverseMatch:  # a URL configuration without the admin
-        return False
+        return None
 
 
 class BackOfficeHistoryMiddleware(HistoryMiddleware):
+    def __init__(self, get_response):
+        super().__init__(get_response)
+        self._prefix: str | None = None  # the admin's URL, looked up on first use
+
+    def _in_back_office(self, request) -> bool:
+        if self._prefix is None:
+            self._prefix = _admin_prefix() or "\0"  # "\0": no admin, no path matches
+        return request.path.startswith(self._prefix)
+
     def __call__(self, request):
-        if request.method in config.middleware_methods() and _in_back_office(request):
+        if request.method in config.middleware_methods() and self._in_back_office(request):
             return super().__call__(request)
         return self.get_response(request)
