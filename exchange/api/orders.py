@@ -232,12 +232,12 @@ class _OrderLookup(TraderView):
     rate_limit_scope = "orders"
     lookup: str
 
-    def get_object(self, *, archived: bool = False) -> Order:
-        """The order; with ``archived``, also one that finished long ago and moved to
-        the archive (read-only: the services refuse to change it, as ORDER_CLOSED)."""
+    def get_object(self) -> Order:
+        """The order, or one that finished long ago and moved to the archive (read
+        only: the services refuse to change it, as ORDER_CLOSED)."""
         value = self.kwargs[self.lookup]
         order = _orders(self).filter(**{self.lookup: value}).first()
-        if order is None and archived:
+        if order is None:
             lookup = "order_id" if self.lookup == "pk" else self.lookup
             account = self.trader.account
             copy = for_account(OrderArchive.objects, account).filter(**{lookup: value}).first()
@@ -251,10 +251,10 @@ class _OneOrderView(_OrderLookup):
     """Read or cancel one order."""
 
     def get(self, request, **kwargs):
-        return Response(OrderSerializer(self.get_object(archived=True)).data)
+        return Response(OrderSerializer(self.get_object()).data)
 
     def delete(self, request, **kwargs):
-        order = self.get_object(archived=True)
+        order = self.get_object()
         try:
             order_cancel(account=self.trader.account, order=order)
         except OrderRejected as exc:

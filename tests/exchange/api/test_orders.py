@@ -408,6 +408,7 @@ def test_an_archived_order_is_still_found_and_its_ids_stay_taken(api, bob_api, a
         assert (found.json()["id"], found.json()["status"]) == (order["id"], "CANCELLED")
         assert_error(bob_api.get(path), 404, "UNKNOWN_ORDER")
         assert_error(api.delete(path), 409, "ORDER_CLOSED")
+    assert_error(post(api, {"price": "99"}, f"{ORDERS}{order['id']}/amend/"), 409, "ORDER_CLOSED")
     # A retry of the same request answers with the archived original; a new order
     # cannot take its nonce.
     retried = post(api, body)
