@@ -4,6 +4,7 @@ are taken, succeed and change nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import secrets
@@ -15,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.utils import timezone
 
+from dex.logging import request_id_bound
 from dex.redis import redis_client
 from exchange import tasks
 from exchange.matcher.publish import book_key
@@ -27,10 +29,8 @@ from tests.trades import trade_at
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture
-def worker(tmp_path):
-    """A worker consuming a queue of its own, so nothing another test left in Redis
-    reaches it; yields (queue, log reader)."""
+@contextlib.contextmanager
+def _worker(tmp_path, **env: str):
     queue = f"dex-test-{secrets.token_hex(4)}"
     log = tmp_path / "worker.log"
     with open(log, "wb") as out:
@@ -39,7 +39,7 @@ def worker(tmp_path):
              "--loglevel", "INFO", "--concurrency", "1", "--pool", "solo",
              "--without-gossip", "--without-mingle", "--without-heartbeat"],
             cwd=REPO,
-            env=process_env(),
+            env=process_env(**env),
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -49,6 +49,21 @@ def worker(tmp_path):
     finally:
         stop(proc)
         redis_client().delete(queue)
+
+
+@pytest.fixture
+def worker(tmp_path):
+    """A worker consuming a queue of its own, so nothing another test left in Redis
+    reaches it; yields (queue, log reader)."""
+    with _worker(tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+def json_worker(tmp_path):
+    """The same, writing the JSON log lines production writes."""
+    with _worker(tmp_path, LOG_FORMAT="json") as running:
+        yield running
 
 
 def outcome(read_log, task_id: str, timeout: float = 30) -> str:
@@ -99,3 +114,26 @@ def test_a_worker_runs_the_market_data_tasks_from_redis_and_a_rerun_changes_noth
         assert list(Candle.objects.filter(market=market).values_list()) == candles
     finally:
         redis_client().delete(book_key(market.symbol))
+
+
+def test_a_tasks_log_lines_carry_the_id_of_the_request_that_sent_it(json_worker):
+    queue, read_log = json_worker
+    market = MarketFactory()
+    taken_at = period_start(timezone.now(), 60).isoformat()
+    with request_id_bound("req-sent-it-1"):
+        from_request = tasks.candles_roll.apply_async((market.pk, "1m"), queue=queue)
+    unprompted = tasks.orderbook_snapshot_take.apply_async((market.pk, taken_at), queue=queue)
+    outcome(read_log, from_request.id)
+    outcome(read_log, unprompted.id)
+
+    lines = [json.loads(line) for line in read_log().splitlines() if line.startswith("{")]
+    succeeded = {
+        task_id: line["request_id"]
+        for line in lines
+        for task_id in (from_request.id, unprompted.id)
+        if f"[{task_id}] succeeded" in line["message"]
+    }
+    assert succeeded == {
+        from_request.id: "req-sent-it-1",
+        unprompted.id: f"task-{unprompted.id}",
+    }
