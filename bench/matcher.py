@@ -23,8 +23,9 @@ orders, 10% market orders (sells by quantity, buys by quote amount).
 1. Throughput. ``--orders`` commands are accepted first through ``order_place`` /
    ``order_cancel`` (timed apart: the accept rate, one durable transaction each, one
    thread), then ``MarketMatcher.run_batch`` drains them in batches of ``--batch``
-   (default 500), each batch one transaction: commands persisted per second, and the
-   trades written with them.
+   (default 500), each batch one transaction, under ``run_matcher``'s garbage
+   collection policy (``freeze_long_lived`` after each batch): commands persisted per
+   second, and the trades written with them.
    ``--positions-overhead`` measures what positions and trading statistics cost the
    drain: four rounds of ``--orders`` commands each, accepted and then drained, in the
    order without, with, with, without (so a drift of the machine or of the growing book
@@ -395,14 +396,17 @@ def preload(workload: Workload, count: int) -> Throughput:
 
 def drain(workload: Workload, result: Throughput, batch: int) -> None:
     from exchange.matcher.market import MarketMatcher
+    from exchange.matcher.runner import freeze_long_lived
 
     matcher = MarketMatcher(workload.market)
+    freeze_long_lived()  # as run_matcher does after a rebuild and after each batch
     started = time.perf_counter()
     while True:
         t0 = time.perf_counter()
         batch_result = matcher.run_batch(limit=batch)
         if not batch_result.commands:
             break
+        freeze_long_lived()
         result.batch_seconds.append(time.perf_counter() - t0)
         result.batches += 1
         result.commands += batch_result.commands

@@ -165,7 +165,7 @@ class Runner:
                 except redis.RedisError as exc:
                     # Every batch publishes the whole book again once Redis is back.
                     log.warning("market %s: snapshot not published: %s", market.symbol, exc)
-                _freeze_long_lived()
+                freeze_long_lived()
 
     def _fence(self) -> None:
         """While the lock session lives it holds every market lock it took (a session's
@@ -205,7 +205,7 @@ class Runner:
                 _committed(matcher, result)
                 self.publisher.submit(outbox_build(matcher, result))
                 busy = busy or result.commands >= self.batch_limit
-                _freeze_long_lived()
+                freeze_long_lived()
         return busy
 
     def _wait(self, lock_conn: psycopg.Connection) -> None:
@@ -266,7 +266,7 @@ def _committed(matcher: MarketMatcher, result: BatchResult) -> None:
     )
 
 
-def _freeze_long_lived() -> None:
+def freeze_long_lived() -> None:
     """Keep the books out of the cycle collector's full passes (a pass over a book of
     300,000 orders costs ~0.4 s). The young generations are collected first, so the
     batch's own cyclic garbage is freed, not frozen; frozen objects are still freed by
