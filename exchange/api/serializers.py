@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from rest_framework import serializers
 
 from dex.api.fields import Uint256Field, UnixTimeField, amount_field, price_field
+from dex.api.rendering import RenderOnce
 from exchange.models import (
     Order,
     OrderStatus,
@@ -79,7 +80,9 @@ class CancelAllSerializer(serializers.Serializer):
     market = serializers.CharField(max_length=25, required=False)
 
 
-class OrderSerializer(serializers.ModelSerializer):
+class OrderSerializer(RenderOnce, serializers.ModelSerializer):
+    """An order as the API shows it (rendered with fields built once: ``RenderOnce``)."""
+
     market = serializers.CharField(source="market.symbol", read_only=True)
     nonce = Uint256Field(read_only=True)
 
