@@ -8,14 +8,16 @@ on a template instance, and renders with them the way ``Serializer.to_representa
 does: same fields, same order, same values. Rendering reads nothing from the serializer
 instance (no context, no request), so the template's fields serve every thread.
 
-For output only: validating input still goes through the instance's own fields.
+For output only: validating input still goes through the instance's own fields. Not for
+a serializer with method fields (``SerializerMethodField`` calls the serializer it is
+bound to, which would be the template): it is refused.
 """
 
 from __future__ import annotations
 
 import threading
 
-from rest_framework.fields import SkipField
+from rest_framework.fields import SerializerMethodField, SkipField
 from rest_framework.relations import PKOnlyObject
 
 _building = threading.Lock()
@@ -34,6 +36,9 @@ class RenderOnce:
                 if fields is None:
                     template = cls()
                     fields = tuple(template._readable_fields)
+                    bound = [f.field_name for f in fields if isinstance(f, SerializerMethodField)]
+                    if bound:  # they call the template's methods, not this instance's
+                        raise TypeError(f"{cls.__name__}: method fields {bound} cannot render once")
                     cls._render_fields = fields
         ret = {}
         for field in fields:

@@ -67,3 +67,17 @@ def test_a_subclass_renders_its_own_fields(market):
     order = OrderFactory(market=market)
     assert len(OrderSerializer(order).data) > 2  # the parent's fields built first
     assert Narrow(order).data == {"id": order.pk, "status": "PENDING"}
+
+
+def test_a_serializer_with_method_fields_is_refused(market):
+    class WithMethod(OrderSerializer):
+        side_word = serializers.SerializerMethodField()
+
+        class Meta(OrderSerializer.Meta):
+            fields = ["id", "side_word"]
+
+        def get_side_word(self, order):
+            return order.side.lower()
+
+    with pytest.raises(TypeError, match="method fields"):
+        WithMethod(OrderFactory(market=market)).data  # noqa: B018
