@@ -2,7 +2,7 @@
 
 DRF builds a serializer's fields anew for every instance: a ``ModelSerializer`` maps
 each model field to a serializer field, then deep-copies them, before it renders
-anything (about 2 ms for an order, as much as the order's SQL). A serializer that only
+anything (most of a millisecond for an order on a 2-core machine). A serializer that only
 renders needs none of that per call. ``RenderOnce`` builds the fields once per class,
 on a template instance, and renders with them the way ``Serializer.to_representation``
 does: same fields, same order, same values. Rendering reads nothing from the serializer
