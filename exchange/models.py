@@ -502,6 +502,11 @@ _ORDER_DELETE_CHECK = """
             'the archive, with its final state copied there first', OLD.id
             USING ERRCODE = 'restrict_violation';
     END IF;
+    -- Nor while money is held for it: a finished order's hold was released in full.
+    IF (SELECT sum(p.amount) FROM portfolio_posting p WHERE p.order_id = OLD.id) <> 0 THEN
+        RAISE EXCEPTION 'order % cannot be archived: funds are still held for it', OLD.id
+            USING ERRCODE = 'restrict_violation';
+    END IF;
     RETURN OLD;
 """
 
@@ -888,7 +893,7 @@ class Order(models.Model):
             ),
             # Orders are never deleted; archiving moves one (``OrderArchive``) only
             # after the archive holds its final state (every column equal), in the
-            # same transaction.
+            # same transaction, and only once nothing is held for it.
             pgtrigger.Trigger(
                 name="delete_only_archived",
                 when=pgtrigger.Before,
