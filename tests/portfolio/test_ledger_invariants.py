@@ -85,6 +85,50 @@ def test_postings_cannot_be_added_to_an_earlier_transaction(quote):
 
 
 @pytest.mark.django_db
+def test_a_posting_must_name_a_ledger_transaction_that_exists(quote):
+    available, vault = accounts(quote, AccountFactory())
+    # The ledger transaction is made in the refused block: the rollback takes it too
+    # (it would fail its balance check at commit without postings).
+    with refused("ledger transaction [0-9]+ that does not exist"):
+        txn = LedgerTransaction.objects.create(kind="DEPOSIT", idempotency_key="named")
+        sql(
+            "INSERT INTO portfolio_posting (transaction_id, ledger_account_id, amount)"
+            " VALUES (%s, %s, -5), (%s, %s, 5)",
+            [txn.pk, vault.pk, txn.pk + 1000, available.pk],
+        )
+    assert not Posting.objects.exists()
+    assert not LedgerTransaction.objects.exists()
+    assert LedgerAccount.objects.get(pk=available.pk).balance == 0
+
+
+@pytest.mark.django_db
+def test_a_posting_must_name_a_ledger_account_that_exists(quote):
+    available, vault = accounts(quote, AccountFactory())
+    missing = available.pk + 1000
+    # Balanced, and the vault's leg is real: only the missing account is wrong.
+    with refused(f"ledger account {missing} that does not exist"):
+        txn = LedgerTransaction.objects.create(kind="DEPOSIT", idempotency_key="nowhere")
+        sql(
+            "INSERT INTO portfolio_posting (transaction_id, ledger_account_id, amount)"
+            " VALUES (%s, %s, -5), (%s, %s, 5)",
+            [txn.pk, vault.pk, txn.pk, missing],
+        )
+    assert not Posting.objects.exists()
+    assert not LedgerTransaction.objects.exists()
+    assert LedgerAccount.objects.get(pk=vault.pk).balance == 0
+
+
+@pytest.mark.django_db
+def test_a_ledger_transaction_must_name_a_trade_that_exists():
+    with refused("names a trade that is not in exchange_trade"):
+        sql(
+            "INSERT INTO portfolio_ledgertransaction (kind, idempotency_key, description,"
+            " trade_id) VALUES ('TRADE', 'ghost-trade', '', 987654321)"
+        )
+    assert not LedgerTransaction.objects.exists()
+
+
+@pytest.mark.django_db
 def test_balances_never_go_negative(quote):
     available, vault = accounts(quote, AccountFactory())
     with refused("ledgeraccount_balance_sign"):
