@@ -22,6 +22,7 @@ from dex.db import (
     AddressField,
     AmountField,
     CreatedAtField,
+    FastLoad,
     HashField,
     PriceField,
     RateField,
@@ -582,7 +583,7 @@ RETURN NULL;
 """
 
 
-class Order(models.Model):
+class Order(FastLoad, models.Model):
     """An order as signed by the trader (EIP-712) and as the matcher has worked it.
 
     Quantities are in the base asset. A market BUY may instead carry ``quote_quantity``
@@ -957,7 +958,7 @@ class OrderStatusHistory(models.Model):
         return f"#{self.order_id}: {self.from_status or '∅'} → {self.to_status}"
 
 
-class OrderCommand(models.Model):
+class OrderCommand(FastLoad, models.Model):
     """The matcher's inbound journal. The web tier inserts a command in the same
     transaction as the order (or cancel, amend…); the matcher applies pending commands
     in ``id`` order and marks them DONE in the transaction that persists the result.
@@ -1109,7 +1110,7 @@ _TRADE_PARTIES_CHECK = """
 """
 
 
-class Trade(models.Model):
+class Trade(FastLoad, models.Model):
     """One fill between a resting (maker) and an incoming (taker) order, at the maker's
     price. Immutable once written, apart from its settlement columns. Fees are charged
     in the quote asset; a negative maker fee is a rebate."""
