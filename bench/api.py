@@ -554,16 +554,38 @@ def stack_wait_healthy(stack: Stack, timeout: float = 90) -> None:
     wait_until_ok(f"{stack.base_url}/healthz", stack.processes(), stack.log, timeout)
 
 
-def stack_stop(stack: Stack) -> None:
-    for proc in stack.processes():
+def processes_stop(procs: Sequence[subprocess.Popen], *, timeout: float) -> None:
+    """SIGTERM each of ``procs``, SIGKILL what has not exited after ``timeout`` seconds,
+    then stop the children they leave behind: a uvicorn worker still waiting for its
+    connections to close when its supervisor is killed carries on alone, holding
+    connections to the bench's database. SIGINT is uvicorn's forced exit."""
+    import psutil
+
+    children = []
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            children += psutil.Process(proc.pid).children(recursive=True)
+    for proc in procs:
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
-    for proc in stack.processes():
+    for proc in procs:
         try:
-            proc.wait(timeout=60 if stack.profile_out else 15)
+            proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    alive = [child for child in children if child.is_running()]
+    for child in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.send_signal(signal.SIGINT)
+    _, alive = psutil.wait_procs(alive, timeout=10)
+    for child in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            child.kill()
+
+
+def stack_stop(stack: Stack) -> None:
+    processes_stop(stack.processes(), timeout=60 if stack.profile_out else 15)
 
 
 # --- CPU accounting ----------------------------------------------------------------------

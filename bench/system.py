@@ -131,26 +131,6 @@ def worker_stop(worker: subprocess.Popen) -> None:
         worker.wait()
 
 
-def stack_stop(stack: ws.Stack) -> None:
-    """``bench/ws.py``'s stop, then the web workers it leaves behind: a uvicorn worker
-    still waiting for its connections to close when its supervisor is killed carries on
-    alone, holding connections to the bench's database. SIGINT is uvicorn's forced exit."""
-    import psutil
-
-    workers = []
-    with contextlib.suppress(psutil.NoSuchProcess):
-        workers = psutil.Process(stack.web.pid).children(recursive=True)
-    ws.stack_stop(stack)
-    alive = [w for w in workers if w.is_running()]
-    for worker in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            worker.send_signal(signal.SIGINT)
-    _, alive = psutil.wait_procs(alive, timeout=10)
-    for worker in alive:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            worker.kill()
-
-
 def worker_tasks() -> Counter:
     """Tasks the Celery worker has run since it started, by name (its ``stats``)."""
     from dex.celery import app
@@ -776,7 +756,7 @@ def main(argv: list[str] | None = None) -> int:
         if worker is not None:
             worker_stop(worker)
         if stack is not None:
-            stack_stop(stack)
+            ws.stack_stop(stack)
         connection.close()
         bench_database_drop(configured)
         with contextlib.suppress(Exception):

@@ -101,6 +101,7 @@ from bench.api import (
     bench_database_drop,
     free_port,
     percentile,
+    processes_stop,
     redis_claim,
     redis_db_of,
     wait_until_ok,
@@ -493,15 +494,9 @@ def stack_wait_healthy(stack: Stack, timeout: float = 90) -> None:
 
 
 def stack_stop(stack: Stack) -> None:
-    for proc in [*stack.simulators, stack.web, stack.matcher]:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    for proc in stack.processes():
-        try:
-            proc.wait(timeout=60 if stack.profile_out else 20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    # The simulators first: they place orders through the web tier until they stop.
+    processes_stop(stack.simulators, timeout=20)
+    processes_stop([stack.web, stack.matcher], timeout=60 if stack.profile_out else 20)
 
 
 class CpuMeter:
