@@ -121,6 +121,36 @@ def created_as_trigger(status: str, noun: str) -> pgtrigger.Trigger:
     )
 
 
+def truncate_keeps_references(*columns: str, archive: str | None = None) -> pgtrigger.Trigger:
+    """Refuse a TRUNCATE of this table while rows of other tables still name its rows:
+    the rule a foreign key constraint keeps, for references checked by triggers instead
+    (a TRUNCATE fires no row trigger). ``columns``: each reference, as "table.column".
+    ``archive``: a table whose ``order_id`` may hold the named row instead. The check
+    runs after the whole statement, so a TRUNCATE that empties the referencing tables
+    too (a test database's flush) passes, as it would past a constraint."""
+    dangling = []
+    for reference in columns:
+        table, column = reference.split(".")
+        where = f"{column} IS NOT NULL"
+        if archive:
+            where += (
+                f" AND NOT EXISTS (SELECT 1 FROM {archive} a WHERE a.order_id = {table}.{column})"
+            )
+        dangling.append(f"EXISTS (SELECT 1 FROM {table} WHERE {where})")
+    return pgtrigger.Trigger(
+        name="truncate_keeps_references",
+        level=pgtrigger.Statement,
+        when=pgtrigger.After,
+        operation=pgtrigger.Truncate,
+        func=(
+            f"IF {' OR '.join(dangling)} THEN "
+            'RAISE EXCEPTION \'cannot truncate table "%": rows of other tables name its '
+            "rows', TG_TABLE_NAME USING ERRCODE = 'foreign_key_violation'; "
+            "END IF; RETURN NULL;"
+        ),
+    )
+
+
 def append_only_triggers(*, allow_update: bool = False) -> list[pgtrigger.Trigger]:
     """Rows that record history are never deleted (and, unless allowed, never changed)."""
     triggers = [pgtrigger.Protect(name="protect_delete", operation=pgtrigger.Delete)]

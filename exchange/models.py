@@ -29,6 +29,7 @@ from dex.db import (
     UpdatedAtField,
     append_only_triggers,
     created_as_trigger,
+    truncate_keeps_references,
     updated_at_trigger,
 )
 
@@ -844,6 +845,18 @@ class Order(FastLoad, models.Model):
             updated_at_stamp(),
             status_machine(field="status", transitions=ORDER_STATUS_TRANSITIONS),
             created_as_trigger("PENDING", "orders"),
+            # What order_references_check and the trade and ledger triggers keep on
+            # inserts, kept on a TRUNCATE: history may only name an order kept here or
+            # in the archive.
+            truncate_keeps_references(
+                "exchange_trade.maker_order_id",
+                "exchange_trade.taker_order_id",
+                "exchange_ordercommand.order_id",
+                "exchange_orderstatushistory.order_id",
+                "portfolio_ledgertransaction.order_id",
+                "portfolio_posting.order_id",
+                archive="exchange_orderarchive",
+            ),
             pgtrigger.Trigger(
                 name="on_market_grid",
                 when=pgtrigger.Before,
@@ -1204,6 +1217,7 @@ class Trade(FastLoad, models.Model):
         ]
         triggers = [
             pgtrigger.Protect(name="protect_delete", operation=pgtrigger.Delete),
+            truncate_keeps_references("portfolio_ledgertransaction.trade_id"),
             pgtrigger.ReadOnly(name="append_only", exclude=["settlement_status", "settled_at"]),
             pgtrigger.FSM(
                 name="settlement_transitions",

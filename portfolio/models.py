@@ -35,6 +35,7 @@ from dex.db import (
     RateField,
     UpdatedAtField,
     append_only_triggers,
+    truncate_keeps_references,
     updated_at_trigger,
 )
 from exchange.models import Account, Asset, Market, Order, Trade, updated_at_stamp
@@ -93,6 +94,7 @@ class LedgerAccount(models.Model):
         ]
         triggers = [
             updated_at_stamp(),
+            truncate_keeps_references("portfolio_posting.ledger_account_id"),
             pgtrigger.ReadOnly(
                 name="identity_read_only", fields=["kind", "asset", "owner", "market"]
             ),
@@ -254,6 +256,7 @@ class LedgerTransaction(models.Model):
         ]
         triggers = [
             *append_only_triggers(),
+            truncate_keeps_references("portfolio_posting.transaction_id"),
             pgtrigger.Trigger(
                 name="queue_balance_check",
                 level=pgtrigger.Statement,

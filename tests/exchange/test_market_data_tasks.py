@@ -462,6 +462,27 @@ def test_history_cannot_name_an_order_that_is_not_live(mkt):
             sql(statement, params)
 
 
+def test_orders_cannot_be_truncated_from_under_their_history(mkt):
+    archived = finished_order(mkt, timezone.now() - timedelta(days=400))
+    assert archiving.orders_archive(done_before=timezone.now(), limit=10) == 1
+    # PostgreSQL truncates no table with deferred checks still pending: run them now.
+    sql("SET CONSTRAINTS ALL IMMEDIATE")
+    # History naming only archived orders leaves nothing to dangle.
+    sql("TRUNCATE exchange_order CASCADE")
+    assert OrderArchive.objects.filter(order_id=archived.pk).exists()
+
+    trade = trade_at(mkt, "10", "1", timezone.now())
+    with refused('cannot truncate table "exchange_order"'):
+        sql("TRUNCATE exchange_order CASCADE")
+    assert Order.objects.filter(pk=trade.maker_order_id).exists()
+    # With every table that names orders, as a flush does, it goes.
+    sql(
+        "TRUNCATE exchange_order, exchange_trade, exchange_ordercommand,"
+        " exchange_orderstatushistory, portfolio_ledgertransaction, portfolio_posting CASCADE"
+    )
+    assert not Order.objects.exists()
+
+
 def test_a_trade_cannot_name_an_archived_order(mkt):
     trade = trade_at(mkt, "10", "1", timezone.now())
     gone = sim.backdate(trade.taker_order, timezone.now() - timedelta(days=400))

@@ -6,6 +6,7 @@ from decimal import Decimal
 import pytest
 from django.db import DatabaseError, IntegrityError, connection, transaction
 
+from exchange.models import Trade
 from portfolio.models import (
     AdjustmentStatus,
     LedgerAccount,
@@ -125,6 +126,26 @@ def test_a_ledger_transaction_must_name_a_trade_that_exists():
             "INSERT INTO portfolio_ledgertransaction (kind, idempotency_key, description,"
             " trade_id) VALUES ('TRADE', 'ghost-trade', '', 987654321)"
         )
+    assert not LedgerTransaction.objects.exists()
+
+
+@pytest.mark.django_db
+def test_ledger_rows_cannot_be_truncated_from_under_what_names_them(market, buyer, seller):
+    maker = sim.place(seller, market, "SELL", "1", "100")
+    taker = sim.place(buyer, market, "BUY", "1", "100")
+    trade = sim.fill_and_settle(maker, taker, "0.5")  # a ledger transaction names it
+    # PostgreSQL truncates no table with deferred checks still pending: run them now.
+    sql("SET CONSTRAINTS ALL IMMEDIATE")
+    for table in ("portfolio_ledgeraccount", "portfolio_ledgertransaction", "exchange_trade"):
+        with refused(f'cannot truncate table "{table}"'):
+            sql(f"TRUNCATE {table} CASCADE")
+    assert Posting.objects.exists()
+    assert Trade.objects.filter(pk=trade.pk).exists()
+    # Together with what names them, as a flush does, they go.
+    sql(
+        "TRUNCATE portfolio_ledgeraccount, portfolio_ledgertransaction, portfolio_posting,"
+        " exchange_trade CASCADE"
+    )
     assert not LedgerTransaction.objects.exists()
 
 
