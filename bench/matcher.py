@@ -4,6 +4,7 @@
     python bench/matcher.py --orders 20000        # steadier figures (accepting is slow)
     python bench/matcher.py --orders 1500 --seconds 3      # quick look
     python bench/matcher.py --profile             # cProfile the drain, print the hotspots
+    python bench/matcher.py --sql-breakdown       # the drain's statements, commits and WAL
     python bench/matcher.py --positions-overhead  # drain with and without positions/stats
 
 It needs what the platform needs: ``DATABASE_URL``, ``REDIS_URL`` (the matcher
@@ -651,6 +652,69 @@ def profiled_drain(workload: Workload, result: Throughput, batch: int, top: int)
     print(out.getvalue())
 
 
+def statement_kind(sql: str) -> str:
+    """A statement's first words, enough to tell the drain's statements apart."""
+    return " ".join(sql.split())[:72]
+
+
+def sql_breakdown_drain(workload: Workload, result: Throughput, batch: int, top: int) -> None:
+    """``drain`` with the database's share of it measured: each statement's time by kind,
+    the commits' time (the deferred checks PostgreSQL runs at COMMIT and the WAL flush)
+    and the WAL the drain wrote. What is left of the drain's time is Python's."""
+    from collections import Counter
+
+    from django.db import connection
+
+    seconds: Counter[str] = Counter()
+    calls: Counter[str] = Counter()
+
+    def timed(execute, sql, params, many, context):
+        t0 = time.perf_counter()
+        try:
+            return execute(sql, params, many, context)
+        finally:
+            kind = statement_kind(sql)
+            seconds[kind] += time.perf_counter() - t0
+            calls[kind] += 1
+
+    connection.ensure_connection()
+    commit = connection._commit  # this wrapper's, for this drain only
+    committing = [0.0]
+
+    def timed_commit():
+        t0 = time.perf_counter()
+        try:
+            return commit()
+        finally:
+            committing[0] += time.perf_counter() - t0
+
+    def wal_position() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn")
+            return int(cursor.fetchone()[0])
+
+    wal_before = wal_position()
+    connection._commit = timed_commit
+    try:
+        with connection.execute_wrapper(timed):
+            drain(workload, result, batch)
+    finally:
+        del connection._commit
+    wal = wal_position() - wal_before
+    statements, commits = sum(seconds.values()), committing[0]
+    total = result.seconds
+    print(
+        f"drain {total * 1000:,.0f} ms: statements {statements * 1000:,.0f} ms "
+        f"({statements / total:.0%}), commits {commits * 1000:,.0f} ms ({commits / total:.0%}), "
+        f"the rest (Python) {(total - statements - commits) * 1000:,.0f} ms "
+        f"({(total - statements - commits) / total:.0%}); WAL {wal / 1e6:,.1f} MB "
+        f"({wal / max(result.commands, 1):,.0f} bytes a command)"
+    )
+    print(f"{'ms':>9} {'calls':>6}  statement")
+    for kind, spent in seconds.most_common(top):
+        print(f"{spent * 1000:9.1f} {calls[kind]:6,}  {kind}")
+
+
 def print_table(t: Throughput, lat: Latency) -> None:
     accepted = sum(t.sent.values())
     rows = [
@@ -708,6 +772,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true", help="cProfile the drain")
     parser.add_argument("--top", type=int, default=25, help="profile rows to print")
     parser.add_argument(
+        "--sql-breakdown",
+        action="store_true",
+        help="time the drain's statements and commits, and the WAL it writes",
+    )
+    parser.add_argument(
         "--positions-overhead",
         action="store_true",
         help="drain with and without position/statistics updates, compare, and stop",
@@ -753,6 +822,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"draining them with MarketMatcher.run_batch(limit={args.batch}) ...", flush=True)
         if args.profile:
             profiled_drain(workload, throughput, args.batch, args.top)
+        elif args.sql_breakdown:
+            sql_breakdown_drain(workload, throughput, args.batch, args.top)
         else:
             drain(workload, throughput, args.batch)
 
