@@ -193,7 +193,7 @@ class LedgerTransaction(models.Model):
     idempotency_key = models.CharField(max_length=128)
     description = models.CharField(max_length=255, blank=True)
     # Each foreign key is indexed in Meta, only where it is set: a transaction names one
-    # of them, and the matcher writes thousands an hour whose other three are NULL. The
+    # of them, and the matcher writes one per fill whose other three are NULL. The
     # order's foreign key rule is ``order_references_check``'s: an order may move to the
     # archive.
     order = models.ForeignKey(
@@ -309,8 +309,9 @@ class LedgerCheck(models.Model):
 # Once per INSERT statement over all its postings. It is also the rule of the foreign keys
 # to the ledger transaction and to the ledger account: as constraints they cost a
 # trigger and a locking lookup per posting at commit, a sixth of a matcher batch's time
-# (bench/matcher.py); here one join over the statement's rows. Neither table allows a
-# DELETE, so a row found here stays, as a constraint's lock would keep it.
+# (bench/matcher.py --sql-breakdown); here one join over the statement's rows. Neither
+# table allows a DELETE, nor a TRUNCATE that would leave postings naming its rows
+# (``truncate_keeps_references``), so a row found here stays, as a constraint keeps it.
 _POSTINGS_APPLY = """
     SELECT p.transaction_id, t.id IS NULL INTO bad_id, missing
       FROM new_postings p
