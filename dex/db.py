@@ -8,8 +8,11 @@ from decimal import Decimal
 
 import pgtrigger
 from django.db import models
+from django.db.models import signals
 from django.db.models.base import ModelState
+from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
 from django.db.models.functions import Now
+from django.db.models.query_utils import DeferredAttribute
 
 PRICE_DIGITS, PRICE_PLACES = 20, 8
 AMOUNT_DIGITS, AMOUNT_PLACES = 30, 8
@@ -21,6 +24,10 @@ HASH_REGEX = r"^0x[0-9a-f]{64}$"
 SIGNATURE_REGEX = r"^0x[0-9a-f]{130}$"
 
 ZERO = Decimal(0)
+
+
+# Setting either on a new instance only stores the value in its __dict__.
+_PLAIN_DESCRIPTORS = (DeferredAttribute, ForeignKeyDeferredAttribute)
 
 
 class FastLoad:
@@ -48,12 +55,6 @@ class FastLoad:
 def fast_load_unsafe(model: type[models.Model]) -> list[str]:
     """Why ``FastLoad.from_db`` would not build what ``Model.__init__`` builds for
     ``model`` (nothing when it would)."""
-    from django.db.models import signals
-    from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
-    from django.db.models.query_utils import DeferredAttribute
-
-    # Setting either on a new instance only stores the value in its __dict__.
-    plain = (DeferredAttribute, ForeignKeyDeferredAttribute)
     problems = [
         f"{signal} receivers"
         for signal in ("pre_init", "post_init")
@@ -61,7 +62,7 @@ def fast_load_unsafe(model: type[models.Model]) -> list[str]:
     ]
     for field in model._meta.concrete_fields:
         descriptor = type(model.__dict__.get(field.attname))
-        if descriptor not in plain:
+        if descriptor not in _PLAIN_DESCRIPTORS:
             problems.append(f"{field.attname}: {descriptor.__name__}")
     return problems
 
