@@ -429,7 +429,8 @@ class Latency:
 def matcher_process(batch: int) -> subprocess.Popen:
     """``run_matcher`` for the bench's database; its log goes to a temporary file (a pipe
     nobody reads fills up and stops the matcher mid-write)."""
-    env = dict(os.environ, DATABASE_URL=bench_database_url(), PYTHONUNBUFFERED="1")
+    # DEBUG off, as in production: Django's debug cursor keeps every query's SQL.
+    env = dict(os.environ, DATABASE_URL=bench_database_url(), PYTHONUNBUFFERED="1", DEBUG="0")
     with tempfile.TemporaryFile(mode="w+") as log:  # the child keeps its own descriptor
         return subprocess.Popen(
             [

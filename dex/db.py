@@ -67,6 +67,51 @@ def fast_load_unsafe(model: type[models.Model]) -> list[str]:
     return problems
 
 
+class ModelRows:
+    """A model's columns for a SELECT written by hand, and its instances built from the
+    result rows as a queryset builds them: ``from_db`` with the loaded fields' names,
+    each value through the converters Django would apply (a JSON field's decoding ...).
+
+    For queries run on every matcher batch and every order placement: compiling such a
+    queryset cost more than running it (a batch of one command compiled five, ~5 ms of
+    Python, against ~1 ms in PostgreSQL). ``alias`` is the table's name in the SQL;
+    ``defer`` leaves fields out, as ``QuerySet.defer`` does (they load on first use)."""
+
+    def __init__(self, model: type[models.Model], alias: str, *, defer: tuple[str, ...] = ()):
+        fields = [
+            f for f in model._meta.concrete_fields if f.name not in defer and f.attname not in defer
+        ]
+        unknown = set(defer) - {n for f in model._meta.concrete_fields for n in (f.name, f.attname)}
+        if unknown:
+            raise ValueError(f"{model.__name__} has no fields {sorted(unknown)}")
+        self.model = model
+        self.alias = alias
+        self.fields = fields
+        self.attnames = tuple(f.attname for f in fields)
+        self.width = len(fields)
+        self.columns = ", ".join(f'{alias}."{f.column}"' for f in fields)
+        self._converters: list[tuple[int, list, models.expressions.Col]] | None = None
+
+    def converters(self, connection) -> list[tuple[int, list, models.expressions.Col]]:
+        if self._converters is None:
+            found = []
+            for index, field in enumerate(self.fields):
+                column = field.get_col(self.alias)
+                functions = column.get_db_converters(connection)
+                if functions:
+                    found.append((index, functions, column))
+            self._converters = found
+        return self._converters
+
+    def build(self, row, connection, start: int = 0) -> models.Model:
+        """The instance in ``row[start:start + width]``."""
+        values = list(row[start : start + self.width])
+        for index, functions, column in self.converters(connection):
+            for function in functions:
+                values[index] = function(values[index], column, connection)
+        return self.model.from_db(connection.alias, self.attnames, values)
+
+
 def PriceField(**kwargs) -> models.DecimalField:
     return models.DecimalField(max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES, **kwargs)
 

@@ -4,13 +4,28 @@ a lazy ``select_for_update`` takes no lock."""
 
 from collections.abc import Iterable
 
+from django.db import connection
+
+from dex.db import ModelRows
 from portfolio.models import LedgerAccount, LedgerAdjustment, VaultOperation
+from portfolio.sql import sql_array
+
+_ACCOUNTS = ModelRows(LedgerAccount, "a")
+# Written once: every matcher batch and every order placement runs it.
+_ACCOUNTS_LOCK = (
+    f"SELECT {_ACCOUNTS.columns} FROM {LedgerAccount._meta.db_table} AS a"
+    " WHERE a.id = ANY(%s::bigint[]) ORDER BY a.id FOR UPDATE OF a"
+)
 
 
 def ledger_accounts_lock(ids: Iterable[int]) -> dict[int, LedgerAccount]:
-    accounts = list(
-        LedgerAccount.objects.filter(pk__in=set(ids)).order_by("pk").select_for_update(of=("self",))
-    )
+    wanted = set(ids)
+    if not wanted:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(_ACCOUNTS_LOCK, [sql_array(wanted)])
+        rows = cursor.fetchall()
+    accounts = (_ACCOUNTS.build(row, connection) for row in rows)
     return {account.pk: account for account in accounts}
 
 

@@ -27,6 +27,7 @@ from django.db import connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
+from dex.db import ModelRows
 from exchange import engine
 from exchange.matcher.convert import QUANTUM, market_units, to_engine
 from exchange.models import (
@@ -52,11 +53,11 @@ from portfolio.services.ledger import (
     holds_sync_many,
     ledger_accounts_lock_keys,
     order_holds,
-    sql_array,
     trade_account_keys,
     trade_settle_many,
     trader_account_key,
 )
+from portfolio.sql import sql_array
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,22 @@ BATCH_LIMIT = 500
 # Order columns the matcher and its publishing never read: not loaded (a batch builds
 # thousands of orders, and parsing these cost it more than its SELECTs).
 UNREAD_ORDER_FIELDS = ("nonce", "signature", "order_hash", "metadata", "created_at", "updated_at")
+# The batch's own reads, written once (compiling them as querysets cost a batch of one
+# command ~5 ms of Python; see dex.db.ModelRows).
+_COMMANDS = ModelRows(OrderCommand, "c")
+_ORDERS = ModelRows(Order, "o", defer=UNREAD_ORDER_FIELDS)
+_JOINED_ORDER_ID = _COMMANDS.width + _ORDERS.attnames.index("id")  # NULL: no order
+_COMMAND_ORDER = OrderCommand._meta.get_field("order")
+_PENDING = (
+    f"SELECT {_COMMANDS.columns}, {_ORDERS.columns}"
+    f" FROM {OrderCommand._meta.db_table} AS c"
+    f" LEFT JOIN {Order._meta.db_table} AS o ON o.id = c.order_id"
+    f" WHERE c.market_id = %s AND c.status = '{CommandStatus.PENDING}'"
+    " ORDER BY c.id LIMIT %s"
+)
+_ORDERS_BY_ID = (
+    f"SELECT {_ORDERS.columns} FROM {Order._meta.db_table} AS o WHERE o.id = ANY(%s::bigint[])"
+)
 TERMINAL_EVENTS = {
     engine.EventKind.CANCELLED: OrderStatus.CANCELLED,
     engine.EventKind.EXPIRED: OrderStatus.EXPIRED,
@@ -132,12 +149,20 @@ class MarketMatcher:
     # --- the cycle --------------------------------------------------------------------
 
     def pending(self, limit: int) -> list[OrderCommand]:
-        commands = list(
-            OrderCommand.objects.filter(market=self.market, status=CommandStatus.PENDING)
-            .select_related("order")
-            .defer(*(f"order__{f}" for f in UNREAD_ORDER_FIELDS))
-            .order_by("id")[:limit]
-        )
+        """The market's next pending commands in id order, each with its order loaded."""
+        with connection.cursor() as cursor:
+            cursor.execute(_PENDING, [self.market.pk, limit])
+            rows = cursor.fetchall()
+        commands = []
+        for row in rows:
+            command = _COMMANDS.build(row, connection)
+            order = (
+                _ORDERS.build(row, connection, _COMMANDS.width)
+                if row[_JOINED_ORDER_ID] is not None
+                else None
+            )
+            _COMMAND_ORDER.set_cached_value(command, order)
+            commands.append(command)
         # An amend runs alone: it may need more held before it can trade.
         for index, command in enumerate(commands):
             if command.kind == CommandKind.AMEND:
@@ -205,10 +230,23 @@ class _Batch:
     def _order(self, order_id: int) -> Order:
         order = self.orders.get(order_id)
         if order is None:
-            order = Order.objects.defer(*UNREAD_ORDER_FIELDS).get(pk=order_id)
-            order.market = self.m.market
-            self.orders[order_id] = order
+            self._load([order_id])
+            order = self.orders[order_id]
         return order
+
+    def _load(self, order_ids) -> None:
+        """Load orders the batch has not met yet (an order that does not exist is a
+        corrupt journal: the batch fails, as ``Order.objects.get`` failed it)."""
+        with connection.cursor() as cursor:
+            cursor.execute(_ORDERS_BY_ID, [sql_array(order_ids)])
+            rows = cursor.fetchall()
+        for row in rows:
+            order = _ORDERS.build(row, connection)
+            order.market = self.m.market
+            self.orders[order.pk] = order
+        absent = set(order_ids) - self.orders.keys()
+        if absent:
+            raise Order.DoesNotExist(f"orders {sorted(absent)} do not exist")
 
     def apply(self, command: OrderCommand) -> None:
         m = self.m
@@ -250,9 +288,7 @@ class _Batch:
             if order_id not in self.orders
         }
         if missing:
-            for order in Order.objects.filter(pk__in=missing).defer(*UNREAD_ORDER_FIELDS):
-                order.market = self.m.market
-                self.orders[order.pk] = order
+            self._load(missing)
         for command, events in self.answers:
             if command is None:
                 self.placing = None

@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from decimal import Decimal
 
 from django.db import connection, transaction
-from django.db.models import Sum
 from django.utils import timezone
 
 from exchange.models import Order, SettlementStatus, Side, Trade
@@ -228,12 +227,20 @@ class Posted(Sequence[LedgerTransaction]):
         )
 
 
+_POSTED_KEYS = (
+    f"SELECT idempotency_key FROM {LedgerTransaction._meta.db_table}"
+    " WHERE idempotency_key = ANY(%s::text[])"
+)
+
+
 def posted_keys(keys: Iterable[str]) -> set[str]:
-    return set(
-        LedgerTransaction.objects.filter(idempotency_key__in=list(keys)).values_list(
-            "idempotency_key", flat=True
-        )
-    )
+    """Which of ``keys`` name a ledger transaction already posted."""
+    keys = list(keys)
+    if not keys:
+        return set()
+    with connection.cursor() as cursor:
+        cursor.execute(_POSTED_KEYS, [sql_array(keys)])
+        return {key for (key,) in cursor.fetchall()}
 
 
 def require_available(account: LedgerAccount, amount: Decimal, asset_symbol: str) -> None:
@@ -248,15 +255,21 @@ def require_available(account: LedgerAccount, amount: Decimal, asset_symbol: str
 # --------------------------------------------------------------------------------------
 
 
+_ORDER_HOLDS = (
+    f"SELECT order_id, SUM(amount) FROM {Posting._meta.db_table}"
+    " WHERE order_id = ANY(%s::bigint[]) GROUP BY order_id"
+)
+
+
 def order_holds(order_ids: Iterable[int]) -> dict[int, Decimal]:
-    """What is held for each order now: the sum of its HELD postings."""
-    rows = (
-        Posting.objects.filter(order_id__in=list(order_ids))
-        .values("order_id")
-        .annotate(held=Sum("amount"))
-        .values_list("order_id", "held")
-    )
-    return dict(rows)
+    """What is held for each order now: the sum of its HELD postings (only postings to
+    HELD accounts name an order)."""
+    ids = list(order_ids)
+    if not ids:
+        return {}
+    with connection.cursor() as cursor:
+        cursor.execute(_ORDER_HOLDS, [sql_array(ids)])
+        return dict(cursor.fetchall())
 
 
 def holds_sync_many(
