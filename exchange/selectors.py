@@ -25,9 +25,10 @@ from django.db.models import Case, F, Max, Min, QuerySet, Sum, When
 from django.db.models.functions import Coalesce, Least
 from django.utils import timezone
 
+from dex.db import ModelRows
 from dex.redis import redis_client
 from exchange.matcher.publish import book_key
-from exchange.models import Market, Order, OrderStatus, Side, Trade
+from exchange.models import Asset, Market, Order, OrderStatus, Side, Trade
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,37 @@ def market_list() -> QuerySet[Market]:
     return Market.objects.select_related("base", "quote").order_by("symbol")
 
 
+_MARKET = ModelRows(Market, "m")
+_BASE = ModelRows(Asset, "b")
+_QUOTE = ModelRows(Asset, "q")
+_MARKET_BASE = Market._meta.get_field("base")
+_MARKET_QUOTE = Market._meta.get_field("quote")
+# Every order placement reads its market: written once, not compiled per request.
+_MARKET_BY_SYMBOL = (
+    f"SELECT {_MARKET.columns}, {_BASE.columns}, {_QUOTE.columns}"
+    f" FROM {Market._meta.db_table} AS m"
+    f" JOIN {Asset._meta.db_table} AS b ON b.id = m.base_id"
+    f" JOIN {Asset._meta.db_table} AS q ON q.id = m.quote_id"
+    " WHERE m.symbol = %s"
+)
+
+
 def market_get(*, symbol: str) -> Market | None:
-    """The market called exactly ``symbol`` (``ETH-USDC``; case matters), or None."""
+    """The market called exactly ``symbol`` (``ETH-USDC``; case matters), with its base
+    and quote assets, or None."""
     if not SYMBOL.fullmatch(symbol):
         return None  # cannot exist; and PostgreSQL refuses some strings (NUL) outright
-    return market_list().filter(symbol=symbol).first()
+    with connection.cursor() as cursor:
+        cursor.execute(_MARKET_BY_SYMBOL, [symbol])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    market = _MARKET.build(row, connection)
+    _MARKET_BASE.set_cached_value(market, _BASE.build(row, connection, _MARKET.width))
+    _MARKET_QUOTE.set_cached_value(
+        market, _QUOTE.build(row, connection, _MARKET.width + _BASE.width)
+    )
+    return market
 
 
 def trade_list_recent(*, market: Market, limit: int) -> QuerySet[Trade]:

@@ -12,6 +12,7 @@ from django.db import connection
 from django.db.models import Q, QuerySet, Sum
 from django.utils import timezone
 
+from dex.db import ModelRows
 from exchange.models import Account, Market, Trade
 from portfolio import metrics
 from portfolio.models import (
@@ -56,11 +57,21 @@ def account_volume_30d(*, account: Account, quote_id: int) -> Decimal:
     return user_trading_statistics(account=account, quote_id=quote_id).d30.quote_volume
 
 
+_TIER = ModelRows(FeeTier, "t")
+# Every order placement reads these: written once, not compiled per request.
+_TIERS_OF_QUOTE = (
+    f"SELECT {_TIER.columns} FROM {FeeTier._meta.db_table} AS t"
+    " WHERE t.quote_id = %s ORDER BY t.min_volume_30d DESC"
+)
+
+
 def fee_rates_for(*, account: Account, market: Market) -> FeeRates:
     """The maker and taker rates ``account`` pays in ``market``: the market's own, or
     its volume tier's where those are lower. The 30-day volume is only summed when the
     quote asset has tiers at all."""
-    tiers = list(FeeTier.objects.filter(quote_id=market.quote_id).order_by("-min_volume_30d"))
+    with connection.cursor() as cursor:
+        cursor.execute(_TIERS_OF_QUOTE, [market.quote_id])
+        tiers = [_TIER.build(row, connection) for row in cursor.fetchall()]
     if not tiers:
         return FeeRates(market.maker_fee_rate, market.taker_fee_rate)
     volume = account_volume_30d(account=account, quote_id=market.quote_id)

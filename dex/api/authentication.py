@@ -12,9 +12,11 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from django.db import connection
 from django.utils import timezone
 from rest_framework import authentication, exceptions
 
+from dex.db import ModelRows
 from exchange.models import Account, AccountStatus, ApiKey, ApiKeyScope
 from exchange.services.sessions import session_account_id
 
@@ -39,6 +41,29 @@ class Trader:
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes
+
+
+_KEY = ModelRows(ApiKey, "k")
+_ACCOUNT = ModelRows(Account, "a")
+_KEY_ACCOUNT = ApiKey._meta.get_field("account")
+# Read on every request that carries a key: written once, not compiled per request.
+_KEY_BY_PREFIX = (
+    f"SELECT {_KEY.columns}, {_ACCOUNT.columns} FROM {ApiKey._meta.db_table} AS k"
+    f" JOIN {Account._meta.db_table} AS a ON a.id = k.account_id"
+    " WHERE k.prefix = %s ORDER BY k.id LIMIT 1"
+)
+
+
+def _api_key(prefix: str) -> ApiKey | None:
+    """The key with ``prefix``, its account loaded with it."""
+    with connection.cursor() as cursor:
+        cursor.execute(_KEY_BY_PREFIX, [prefix])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    key = _KEY.build(row, connection)
+    _KEY_ACCOUNT.set_cached_value(key, _ACCOUNT.build(row, connection, _KEY.width))
+    return key
 
 
 def _usable(account: Account) -> Account:
@@ -80,7 +105,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
         prefix, _, secret = raw.partition(".")
         if not prefix or not secret:
             raise exceptions.AuthenticationFailed("give the key as '<prefix>.<secret>'")
-        key = ApiKey.objects.select_related("account").filter(prefix=prefix).first()
+        key = _api_key(prefix)
         digest = hashlib.sha256(secret.encode()).hexdigest()
         if key is None or not hmac.compare_digest(key.key_hash, digest):
             raise exceptions.AuthenticationFailed("unknown API key")

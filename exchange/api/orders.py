@@ -23,6 +23,7 @@ from dex.api.errors import ApiError
 from dex.api.permissions import CanTrade
 from dex.api.scoping import for_account
 from dex.api.views import TraderHistoryView, TraderView
+from dex.db import ModelRows
 from exchange.api.serializers import (
     CancelAllSerializer,
     FillListQuerySerializer,
@@ -45,6 +46,7 @@ from exchange.models import (
     OrderStatus,
     Trade,
 )
+from exchange.selectors import market_get
 from exchange.services.orders import (
     OrderRejected,
     order_amend,
@@ -80,7 +82,7 @@ def rejection(exc: OrderRejected) -> ApiError:
 
 
 def _market(symbol: str) -> Market:
-    market = Market.objects.select_related("base", "quote").filter(symbol=symbol).first()
+    market = market_get(symbol=symbol)
     if market is None:
         raise ApiError("UNKNOWN_MARKET", f"no market {symbol!r}", status=404)
     return market
@@ -90,8 +92,22 @@ def _orders(view: TraderView):
     return for_account(Order.objects.select_related("market"), view.trader.account)
 
 
+_ORDER = ModelRows(Order, "o")
+_ORDER_MARKET = Order._meta.get_field("market")
+_ORDER_BY_ID = f"SELECT {_ORDER.columns} FROM {Order._meta.db_table} AS o WHERE o.id = %s"
+
+
 def _reloaded(order: Order) -> Order:
-    return Order.objects.select_related("market").get(pk=order.pk)
+    """``order`` as the database holds it now (its market as it was read for the
+    request). Written once: every placement that the matcher answers in time reads it."""
+    with connection.cursor() as cursor:
+        cursor.execute(_ORDER_BY_ID, [order.pk])
+        row = cursor.fetchone()
+    if row is None:  # archived already: only a long-finished order is
+        return order
+    fresh = _ORDER.build(row, connection)
+    _ORDER_MARKET.set_cached_value(fresh, order.market)
+    return fresh
 
 
 def _place(account: Account, data: dict) -> tuple[Order, bool]:

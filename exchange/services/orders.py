@@ -15,10 +15,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from compliance.gates import placement_refusal
+from dex.db import ModelRows
 from dex.logging import request_id_get
 from dex.metrics import ORDERS_ACCEPTED, ORDERS_REJECTED
 from exchange.engine import MarketUnits, UnitError
@@ -237,10 +238,24 @@ def _order_placed(*, account: Account, market: Market, request: OrderRequest) ->
         raise _reject("DUPLICATE", f"order conflicts with an existing one: {exc}") from None
 
 
+_ORDER = ModelRows(Order, "o")
+# Every placement asks first: written once, not compiled per request.
+_ORDER_BY_CLIENT_ID = (
+    f"SELECT {_ORDER.columns} FROM {Order._meta.db_table} AS o"
+    " WHERE o.account_id = %s AND o.client_order_id = %s"
+)
+
+
+def _order_by_client_id(account: Account, client_order_id: str) -> Order | None:
+    with connection.cursor() as cursor:
+        cursor.execute(_ORDER_BY_CLIENT_ID, [account.pk, client_order_id])
+        row = cursor.fetchone()
+    return None if row is None else _ORDER.build(row, connection)
+
+
 @transaction.atomic(durable=True)
 def _order_write(*, account: Account, market: Market, request: OrderRequest) -> Placed:
-    existing = Order.objects.filter(account=account, client_order_id=request.client_order_id)
-    if (order := existing.first()) is not None:
+    if (order := _order_by_client_id(account, request.client_order_id)) is not None:
         return Placed(order, created=False)
     tif = order_request_validate(market=market, request=request)
     _tradable(account, market, request)

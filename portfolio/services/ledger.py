@@ -81,26 +81,32 @@ def ledger_accounts_ensure(keys: Iterable[AccountKey]) -> dict[AccountKey, int]:
     return found
 
 
+_ACCOUNT_IDS = (
+    f"SELECT id, kind, asset_id, owner_id, market_id FROM {LedgerAccount._meta.db_table}"
+    " WHERE kind = ANY(%s::text[]) AND asset_id = ANY(%s::bigint[])"
+)
+_TRADERS_ACCOUNT_IDS = _ACCOUNT_IDS + " AND owner_id = ANY(%s::bigint[])"
+_VENUE_ACCOUNT_IDS = _ACCOUNT_IDS + " AND owner_id IS NULL"
+
+
 def _ledger_account_ids(keys: set[AccountKey]) -> dict[AccountKey, int]:
     if not keys:
         return {}
-    kinds = {k[0] for k in keys}
-    assets = {k[1] for k in keys}
+    kinds = sql_array({k[0] for k in keys})
+    assets = sql_array({k[1] for k in keys})
     owners = {k[2] for k in keys if k[2] is not None}
-    found: dict[AccountKey, int] = {}
     queries = []
     if owners:  # traders' accounts
-        queries.append(
-            LedgerAccount.objects.filter(kind__in=kinds, asset_id__in=assets, owner_id__in=owners)
-        )
+        queries.append((_TRADERS_ACCOUNT_IDS, [kinds, assets, sql_array(owners)]))
     if any(k[2] is None for k in keys):  # the venue's
-        queries.append(
-            LedgerAccount.objects.filter(kind__in=kinds, asset_id__in=assets, owner__isnull=True)
-        )
-    for rows in queries:
-        for pk, *key in rows.values_list("id", "kind", "asset_id", "owner_id", "market_id"):
-            if tuple(key) in keys:
-                found[tuple(key)] = pk
+        queries.append((_VENUE_ACCOUNT_IDS, [kinds, assets]))
+    found: dict[AccountKey, int] = {}
+    with connection.cursor() as cursor:
+        for sql, params in queries:
+            cursor.execute(sql, params)
+            for pk, *key in cursor.fetchall():
+                if tuple(key) in keys:
+                    found[tuple(key)] = pk
     return found
 
 
