@@ -10,6 +10,7 @@ import pgtrigger
 from django.db import models
 from django.db.models import signals
 from django.db.models.base import ModelState
+from django.db.models.expressions import DatabaseDefault
 from django.db.models.fields.related_descriptors import ForeignKeyDeferredAttribute
 from django.db.models.functions import Now
 from django.db.models.query_utils import DeferredAttribute
@@ -91,6 +92,7 @@ class ModelRows:
         self.width = len(fields)
         self.columns = ", ".join(f'{alias}."{f.column}"' for f in fields)
         self._converters: list[tuple[int, list, models.expressions.Col]] | None = None
+        self._inserts: dict[tuple[str, ...], str] = {}  # INSERT statements by columns named
 
     def converters(self, connection) -> list[tuple[int, list, models.expressions.Col]]:
         if self._converters is None:
@@ -110,6 +112,42 @@ class ModelRows:
             for function in functions:
                 values[index] = function(values[index], column, connection)
         return self.model.from_db(connection.alias, self.attnames, values)
+
+    def insert(self, instance: models.Model, connection) -> models.Model:
+        """INSERT the new ``instance`` and return the row as stored (its id, the
+        database's defaults, whatever the table's triggers set), built as ``build``
+        builds it, with the relations ``instance`` had cached. What ``Model.save``
+        does for a new row of a model without save signals: each value through its
+        field's ``pre_save`` and ``get_db_prep_save``; a field left to its database
+        default is not named. Needs every column loaded (no ``defer``)."""
+        if len(self.fields) != len(self.model._meta.concrete_fields):
+            raise TypeError(f"{self.model.__name__} rows with deferred fields cannot insert")
+        if instance._meta.pk.attname in instance.__dict__ and instance.pk is not None:
+            raise ValueError(f"{self.model.__name__} {instance.pk} is not a new row")
+        fields, values = [], []
+        for field in self.fields:
+            if field.primary_key and field.db_returning:
+                continue  # the database's sequence gives it
+            value = field.pre_save(instance, True)
+            if isinstance(value, DatabaseDefault):
+                continue
+            fields.append(field)
+            values.append(field.get_db_prep_save(value, connection))
+        names = tuple(f.column for f in fields)
+        sql = self._inserts.get(names)
+        if sql is None:
+            columns = ", ".join(f'"{name}"' for name in names)
+            placeholders = ", ".join(["%s"] * len(names))
+            sql = self._inserts[names] = (
+                f"INSERT INTO {self.model._meta.db_table} AS {self.alias} ({columns})"
+                f" VALUES ({placeholders}) RETURNING {self.columns}"
+            )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, values)
+            row = cursor.fetchone()
+        stored = self.build(row, connection)
+        stored._state.fields_cache.update(instance._state.fields_cache)
+        return stored
 
 
 def PriceField(**kwargs) -> models.DecimalField:

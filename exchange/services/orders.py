@@ -239,6 +239,7 @@ def _order_placed(*, account: Account, market: Market, request: OrderRequest) ->
 
 
 _ORDER = ModelRows(Order, "o")
+_COMMAND = ModelRows(OrderCommand, "c")
 # Every placement asks first: written once, not compiled per request.
 _ORDER_BY_CLIENT_ID = (
     f"SELECT {_ORDER.columns} FROM {Order._meta.db_table} AS o"
@@ -262,39 +263,45 @@ def _order_write(*, account: Account, market: Market, request: OrderRequest) -> 
     rates = fee_rates_for(account=account, market=market)
     # A reused nonce or order hash breaks a unique constraint here: the transaction
     # rolls back and ``_order_place`` names the refusal.
-    order = Order.objects.create(
-        account=account,
-        market=market,
-        client_order_id=request.client_order_id,
-        side=request.side,
-        type=request.type,
-        time_in_force=tif,
-        post_only=request.post_only,
-        self_trade_prevention=request.self_trade_prevention,
-        price=request.price,
-        stop_price=request.stop_price,
-        protection_price=request.protection_price,
-        quantity=request.quantity,
-        remaining=request.quantity,
-        quote_quantity=request.quote_quantity,
-        display_quantity=request.display_quantity,
-        maker_fee_rate=rates.maker,
-        taker_fee_rate=rates.taker,
-        nonce=request.nonce,
-        signature=request.signature,
-        order_hash=request.order_hash,
-        expires_at=request.expires_at if tif == TimeInForce.GTT else None,
+    order = _ORDER.insert(
+        Order(
+            account=account,
+            market=market,
+            client_order_id=request.client_order_id,
+            side=request.side,
+            type=request.type,
+            time_in_force=tif,
+            post_only=request.post_only,
+            self_trade_prevention=request.self_trade_prevention,
+            price=request.price,
+            stop_price=request.stop_price,
+            protection_price=request.protection_price,
+            quantity=request.quantity,
+            remaining=request.quantity,
+            quote_quantity=request.quote_quantity,
+            display_quantity=request.display_quantity,
+            maker_fee_rate=rates.maker,
+            taker_fee_rate=rates.taker,
+            nonce=request.nonce,
+            signature=request.signature,
+            order_hash=request.order_hash,
+            expires_at=request.expires_at if tif == TimeInForce.GTT else None,
+        ),
+        connection,
     )
     try:
         hold_place(order=order, fresh=True)
     except InsufficientFunds as exc:
         raise _reject("INSUFFICIENT_FUNDS", str(exc)) from None
-    OrderCommand.objects.create(
-        market=market,
-        kind=CommandKind.PLACE,
-        account=account,
-        order=order,
-        request_id=request_id_get(),
+    _COMMAND.insert(
+        OrderCommand(
+            market=market,
+            kind=CommandKind.PLACE,
+            account=account,
+            order=order,
+            request_id=request_id_get(),
+        ),
+        connection,
     )
     return Placed(order, created=True)
 

@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import psycopg
 import pytest
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 
 from dex.db import ModelRows
 from exchange.matcher.market import UNREAD_ORDER_FIELDS, MarketMatcher
@@ -19,7 +19,7 @@ from portfolio.lock_objects import ledger_accounts_lock
 from portfolio.models import LedgerAccount, LedgerTransaction
 from portfolio.services.ledger import order_holds, posted_keys
 from tests.dex.test_fast_load import django_loaded, state
-from tests.factories import place_order
+from tests.factories import OrderFactory, place_order
 from tests.portfolio import sim
 
 D = Decimal
@@ -136,3 +136,51 @@ def test_ledger_accounts_lock_holds_each_row_until_commit(market, buyer):
         assert ledger_accounts_lock([]) == {}
     finally:
         other.close()
+
+
+@pytest.mark.django_db
+def test_insert_writes_what_save_writes_and_returns_the_stored_row(market, buyer):
+    rows = ModelRows(OrderCommand, "c")
+    new = OrderCommand(market=market, kind=CommandKind.HALT, payload={"why": "drill"})
+    stored = rows.insert(new, connection)
+
+    assert stored.pk is not None
+    assert not stored._state.adding
+    assert new.pk is None  # the instance given is left as it was
+    reread = django_loaded(OrderCommand.objects.filter(pk=stored.pk))[0]
+    assert state(stored)["values"] == state(reread)["values"]
+    assert stored.created_at is not None  # the database's default, read back
+    assert stored.payload == {"why": "drill"}
+    assert stored.status == "PENDING"
+    assert stored.market is market  # relations the instance had cached stay cached
+
+    # Saved the ORM's way, the same fields come out the same (but for id and times).
+    saved = OrderCommand.objects.create(
+        market=market, kind=CommandKind.HALT, payload={"why": "drill"}
+    )
+    saved = OrderCommand.objects.get(pk=saved.pk)
+    skip = {"id", "created_at"}
+    assert {k: v for k, v in state(stored)["values"].items() if k not in skip} == {
+        k: v for k, v in state(saved)["values"].items() if k not in skip
+    }
+
+
+@pytest.mark.django_db
+def test_insert_refuses_what_it_cannot_write_and_breaks_constraints_as_save_does(market, buyer):
+    rows = ModelRows(OrderCommand, "c")
+    stored = rows.insert(OrderCommand(market=market, kind=CommandKind.HALT), connection)
+    with pytest.raises(ValueError, match="not a new row"):
+        rows.insert(stored, connection)
+    with pytest.raises(TypeError, match="deferred"):
+        ModelRows(Order, "o", defer=("metadata",)).insert(Order(), connection)
+
+    placed = place_order(buyer, market, "BUY", "1", "100")
+    # Valid in every column but one: the same client order id as a live order's.
+    duplicate = OrderFactory.build(
+        account=buyer, market=market, client_order_id=placed.client_order_id
+    )
+    with (
+        pytest.raises(IntegrityError, match="order_unique_client_order_id"),
+        transaction.atomic(),
+    ):
+        ModelRows(Order, "o").insert(duplicate, connection)
