@@ -120,10 +120,13 @@ class ModelRows:
         does for a new row of a model without save signals: each value through its
         field's ``pre_save`` and ``get_db_prep_save``; a field left to its database
         default is not named. Needs every column loaded (no ``defer``)."""
-        if len(self.fields) != len(self.model._meta.concrete_fields):
-            raise TypeError(f"{self.model.__name__} rows with deferred fields cannot insert")
-        if instance._meta.pk.attname in instance.__dict__ and instance.pk is not None:
-            raise ValueError(f"{self.model.__name__} {instance.pk} is not a new row")
+        model = self.model
+        if len(self.fields) != len(model._meta.concrete_fields):
+            raise TypeError(f"{model.__name__} rows with deferred fields cannot insert")
+        if signals.pre_save.has_listeners(model) or signals.post_save.has_listeners(model):
+            raise TypeError(f"{model.__name__} has save signal receivers: use save()")
+        if instance.pk is not None:
+            raise ValueError(f"{model.__name__} {instance.pk} is not a new row")
         fields, values = [], []
         for field in self.fields:
             if field.primary_key and field.db_returning:
@@ -139,7 +142,7 @@ class ModelRows:
             columns = ", ".join(f'"{name}"' for name in names)
             placeholders = ", ".join(["%s"] * len(names))
             sql = self._inserts[names] = (
-                f"INSERT INTO {self.model._meta.db_table} AS {self.alias} ({columns})"
+                f"INSERT INTO {model._meta.db_table} AS {self.alias} ({columns})"
                 f" VALUES ({placeholders}) RETURNING {self.columns}"
             )
         with connection.cursor() as cursor:

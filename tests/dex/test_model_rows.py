@@ -9,6 +9,7 @@ from decimal import Decimal
 import psycopg
 import pytest
 from django.db import IntegrityError, connection, transaction
+from django.db.models.signals import post_save
 
 from dex.db import ModelRows
 from exchange.matcher.market import UNREAD_ORDER_FIELDS, MarketMatcher
@@ -173,6 +174,16 @@ def test_insert_refuses_what_it_cannot_write_and_breaks_constraints_as_save_does
         rows.insert(stored, connection)
     with pytest.raises(TypeError, match="deferred"):
         ModelRows(Order, "o", defer=("metadata",)).insert(Order(), connection)
+
+    def receiver(**kwargs):
+        pass
+
+    post_save.connect(receiver, sender=OrderCommand)
+    try:
+        with pytest.raises(TypeError, match="save signal receivers"):
+            rows.insert(OrderCommand(market=market, kind=CommandKind.HALT), connection)
+    finally:
+        post_save.disconnect(receiver, sender=OrderCommand)
 
     placed = place_order(buyer, market, "BUY", "1", "100")
     # Valid in every column but one: the same client order id as a live order's.
