@@ -113,6 +113,26 @@ class ModelRows:
                 values[index] = function(values[index], column, connection)
         return self.model.from_db(connection.alias, self.attnames, values)
 
+    def fetch_one(
+        self, connection, sql: str, params, *, related: tuple[tuple[str, "ModelRows"], ...] = ()
+    ) -> models.Model | None:
+        """The instance ``sql`` selects (its first row), or None. ``related``: the
+        relations its row also carries, in the order their columns follow this model's,
+        each as (field name, its rows); they are cached on the instance as
+        ``select_related`` caches them."""
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            row = cursor.fetchone()
+        if row is None:
+            return None
+        instance = self.build(row, connection)
+        start = self.width
+        for name, rows in related:
+            field = self.model._meta.get_field(name)
+            field.set_cached_value(instance, rows.build(row, connection, start))
+            start += rows.width
+        return instance
+
     def insert(self, instance: models.Model, connection) -> models.Model:
         """INSERT the new ``instance`` and return the row as stored (its id, the
         database's defaults, whatever the table's triggers set), built as ``build``

@@ -72,8 +72,6 @@ def market_list() -> QuerySet[Market]:
 _MARKET = ModelRows(Market, "m")
 _BASE = ModelRows(Asset, "b")
 _QUOTE = ModelRows(Asset, "q")
-_MARKET_BASE = Market._meta.get_field("base")
-_MARKET_QUOTE = Market._meta.get_field("quote")
 # Every order placement reads its market: written once, not compiled per request.
 _MARKET_BY_SYMBOL = (
     f"SELECT {_MARKET.columns}, {_BASE.columns}, {_QUOTE.columns}"
@@ -89,17 +87,9 @@ def market_get(*, symbol: str) -> Market | None:
     and quote assets, or None."""
     if not SYMBOL.fullmatch(symbol):
         return None  # cannot exist; and PostgreSQL refuses some strings (NUL) outright
-    with connection.cursor() as cursor:
-        cursor.execute(_MARKET_BY_SYMBOL, [symbol])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    market = _MARKET.build(row, connection)
-    _MARKET_BASE.set_cached_value(market, _BASE.build(row, connection, _MARKET.width))
-    _MARKET_QUOTE.set_cached_value(
-        market, _QUOTE.build(row, connection, _MARKET.width + _BASE.width)
+    return _MARKET.fetch_one(
+        connection, _MARKET_BY_SYMBOL, [symbol], related=(("base", _BASE), ("quote", _QUOTE))
     )
-    return market
 
 
 def trade_list_recent(*, market: Market, limit: int) -> QuerySet[Trade]:

@@ -45,7 +45,6 @@ class Trader:
 
 _KEY = ModelRows(ApiKey, "k")
 _ACCOUNT = ModelRows(Account, "a")
-_KEY_ACCOUNT = ApiKey._meta.get_field("account")
 # Read on every request that carries a key: written once, not compiled per request.
 _KEY_BY_PREFIX = (
     f"SELECT {_KEY.columns}, {_ACCOUNT.columns} FROM {ApiKey._meta.db_table} AS k"
@@ -56,14 +55,7 @@ _KEY_BY_PREFIX = (
 
 def _api_key(prefix: str) -> ApiKey | None:
     """The key with ``prefix``, its account loaded with it."""
-    with connection.cursor() as cursor:
-        cursor.execute(_KEY_BY_PREFIX, [prefix])
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    key = _KEY.build(row, connection)
-    _KEY_ACCOUNT.set_cached_value(key, _ACCOUNT.build(row, connection, _KEY.width))
-    return key
+    return _KEY.fetch_one(connection, _KEY_BY_PREFIX, [prefix], related=(("account", _ACCOUNT),))
 
 
 def _usable(account: Account) -> Account:

@@ -100,12 +100,9 @@ _ORDER_BY_ID = f"SELECT {_ORDER.columns} FROM {Order._meta.db_table} AS o WHERE 
 def _reloaded(order: Order) -> Order:
     """``order`` as the database holds it now (its market as it was read for the
     request). Written once: every placement that the matcher answers in time reads it."""
-    with connection.cursor() as cursor:
-        cursor.execute(_ORDER_BY_ID, [order.pk])
-        row = cursor.fetchone()
-    if row is None:  # archived already: only a long-finished order is
+    fresh = _ORDER.fetch_one(connection, _ORDER_BY_ID, [order.pk])
+    if fresh is None:  # archived already: only a long-finished order is
         return order
-    fresh = _ORDER.build(row, connection)
     _ORDER_MARKET.set_cached_value(fresh, order.market)
     return fresh
 

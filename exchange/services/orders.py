@@ -248,10 +248,7 @@ _ORDER_BY_CLIENT_ID = (
 
 
 def _order_by_client_id(account: Account, client_order_id: str) -> Order | None:
-    with connection.cursor() as cursor:
-        cursor.execute(_ORDER_BY_CLIENT_ID, [account.pk, client_order_id])
-        row = cursor.fetchone()
-    return None if row is None else _ORDER.build(row, connection)
+    return _ORDER.fetch_one(connection, _ORDER_BY_CLIENT_ID, [account.pk, client_order_id])
 
 
 @transaction.atomic(durable=True)

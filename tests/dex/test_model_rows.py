@@ -13,7 +13,8 @@ from django.db.models.signals import post_save
 
 from dex.db import ModelRows
 from exchange.matcher.market import UNREAD_ORDER_FIELDS, MarketMatcher
-from exchange.models import CommandKind, Order, OrderCommand
+from exchange.models import CommandKind, Market, Order, OrderCommand
+from exchange.selectors import market_get
 from exchange.services.markets import market_halt
 from exchange.services.orders import order_amend
 from portfolio.lock_objects import ledger_accounts_lock
@@ -195,3 +196,14 @@ def test_insert_refuses_what_it_cannot_write_and_breaks_constraints_as_save_does
         transaction.atomic(),
     ):
         ModelRows(Order, "o").insert(duplicate, connection)
+
+
+@pytest.mark.django_db
+def test_fetch_one_caches_the_related_rows_its_select_carries(market, django_assert_num_queries):
+    base, quote = market.base.symbol, market.quote.symbol
+    with django_assert_num_queries(1):  # the market and both assets, one statement
+        found = market_get(symbol=market.symbol)
+        assert (found.base.symbol, found.quote.symbol) == (base, quote)
+    assert state(found)["values"] == state(Market.objects.get(pk=market.pk))["values"]
+    assert state(found)["cached"] == ["base", "quote"]
+    assert market_get(symbol="NOPE-USDC") is None
