@@ -22,6 +22,7 @@ from portfolio.models import LedgerAccount, LedgerTransaction
 from portfolio.services.ledger import order_holds, posted_keys
 from tests.dex.test_fast_load import django_loaded, state
 from tests.factories import OrderFactory, place_order
+from tests.live import database_url
 from tests.portfolio import sim
 
 D = Decimal
@@ -108,15 +109,7 @@ def test_order_holds_and_posted_keys_read_the_ledger(market, buyer):
 def test_ledger_accounts_lock_holds_each_row_until_commit(market, buyer):
     sim.place(buyer, market, "BUY", "1", "100")
     ids = list(LedgerAccount.objects.filter(owner=buyer).values_list("id", flat=True))
-    db = connection.settings_dict
-    other = psycopg.connect(
-        dbname=db["NAME"],
-        user=db["USER"],
-        host=db["HOST"] or None,
-        port=db["PORT"] or None,
-        password=db["PASSWORD"] or None,
-        autocommit=True,
-    )
+    other = psycopg.connect(database_url(), autocommit=True)  # TCP or the embedded socket
     try:
         with transaction.atomic():
             locked = ledger_accounts_lock(ids)
