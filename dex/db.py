@@ -113,24 +113,45 @@ class ModelRows:
                 values[index] = function(values[index], column, connection)
         return self.model.from_db(connection.alias, self.attnames, values)
 
+    def fetch_all(
+        self, connection, sql: str, params, *, related: tuple[tuple[str, "ModelRows"], ...] = ()
+    ) -> list[models.Model]:
+        """The instances ``sql`` selects. ``related``: the relations each row also
+        carries, in the order their columns follow this model's, each as (field name,
+        its rows); they are cached on the instance as ``select_related`` caches them
+        (None where a LEFT JOIN found no row)."""
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            rows = cursor.fetchall()
+        joined = self._joined(related)
+        return [self._with_related(row, connection, joined) for row in rows]
+
     def fetch_one(
         self, connection, sql: str, params, *, related: tuple[tuple[str, "ModelRows"], ...] = ()
     ) -> models.Model | None:
-        """The instance ``sql`` selects (its first row), or None. ``related``: the
-        relations its row also carries, in the order their columns follow this model's,
-        each as (field name, its rows); they are cached on the instance as
-        ``select_related`` caches them."""
+        """The instance in the first row ``sql`` selects, or None; ``related`` as for
+        ``fetch_all``."""
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             row = cursor.fetchone()
         if row is None:
             return None
-        instance = self.build(row, connection)
-        start = self.width
+        return self._with_related(row, connection, self._joined(related))
+
+    def _joined(self, related) -> list[tuple[models.Field, "ModelRows", int, int]]:
+        """Each relation's field, rows, first column and primary-key column in a row."""
+        joined, start = [], self.width
         for name, rows in related:
-            field = self.model._meta.get_field(name)
-            field.set_cached_value(instance, rows.build(row, connection, start))
+            pk = start + rows.attnames.index(rows.model._meta.pk.attname)
+            joined.append((self.model._meta.get_field(name), rows, start, pk))
             start += rows.width
+        return joined
+
+    def _with_related(self, row, connection, joined) -> models.Model:
+        instance = self.build(row, connection)
+        for field, rows, start, pk in joined:
+            found = None if row[pk] is None else rows.build(row, connection, start)
+            field.set_cached_value(instance, found)
         return instance
 
     def insert(self, instance: models.Model, connection) -> models.Model:

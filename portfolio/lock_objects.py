@@ -22,10 +22,7 @@ def ledger_accounts_lock(ids: Iterable[int]) -> dict[int, LedgerAccount]:
     wanted = set(ids)
     if not wanted:
         return {}
-    with connection.cursor() as cursor:
-        cursor.execute(_ACCOUNTS_LOCK, [sql_array(wanted)])
-        rows = cursor.fetchall()
-    accounts = (_ACCOUNTS.build(row, connection) for row in rows)
+    accounts = _ACCOUNTS.fetch_all(connection, _ACCOUNTS_LOCK, [sql_array(wanted)])
     return {account.pk: account for account in accounts}
 
 

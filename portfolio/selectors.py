@@ -69,9 +69,7 @@ def fee_rates_for(*, account: Account, market: Market) -> FeeRates:
     """The maker and taker rates ``account`` pays in ``market``: the market's own, or
     its volume tier's where those are lower. The 30-day volume is only summed when the
     quote asset has tiers at all."""
-    with connection.cursor() as cursor:
-        cursor.execute(_TIERS_OF_QUOTE, [market.quote_id])
-        tiers = [_TIER.build(row, connection) for row in cursor.fetchall()]
+    tiers = _TIER.fetch_all(connection, _TIERS_OF_QUOTE, [market.quote_id])
     if not tiers:
         return FeeRates(market.maker_fee_rate, market.taker_fee_rate)
     volume = account_volume_30d(account=account, quote_id=market.quote_id)

@@ -69,8 +69,6 @@ UNREAD_ORDER_FIELDS = ("nonce", "signature", "order_hash", "metadata", "created_
 # command ~5 ms of Python; see dex.db.ModelRows).
 _COMMANDS = ModelRows(OrderCommand, "c")
 _ORDERS = ModelRows(Order, "o", defer=UNREAD_ORDER_FIELDS)
-_JOINED_ORDER_ID = _COMMANDS.width + _ORDERS.attnames.index("id")  # NULL: no order
-_COMMAND_ORDER = OrderCommand._meta.get_field("order")
 _PENDING = (
     f"SELECT {_COMMANDS.columns}, {_ORDERS.columns}"
     f" FROM {OrderCommand._meta.db_table} AS c"
@@ -150,19 +148,9 @@ class MarketMatcher:
 
     def pending(self, limit: int) -> list[OrderCommand]:
         """The market's next pending commands in id order, each with its order loaded."""
-        with connection.cursor() as cursor:
-            cursor.execute(_PENDING, [self.market.pk, limit])
-            rows = cursor.fetchall()
-        commands = []
-        for row in rows:
-            command = _COMMANDS.build(row, connection)
-            order = (
-                _ORDERS.build(row, connection, _COMMANDS.width)
-                if row[_JOINED_ORDER_ID] is not None
-                else None
-            )
-            _COMMAND_ORDER.set_cached_value(command, order)
-            commands.append(command)
+        commands = _COMMANDS.fetch_all(
+            connection, _PENDING, [self.market.pk, limit], related=(("order", _ORDERS),)
+        )
         # An amend runs alone: it may need more held before it can trade.
         for index, command in enumerate(commands):
             if command.kind == CommandKind.AMEND:
@@ -237,11 +225,7 @@ class _Batch:
     def _load(self, order_ids) -> None:
         """Load orders the batch has not met yet (an order that does not exist is a
         corrupt journal: the batch fails, as ``Order.objects.get`` failed it)."""
-        with connection.cursor() as cursor:
-            cursor.execute(_ORDERS_BY_ID, [sql_array(order_ids)])
-            rows = cursor.fetchall()
-        for row in rows:
-            order = _ORDERS.build(row, connection)
+        for order in _ORDERS.fetch_all(connection, _ORDERS_BY_ID, [sql_array(order_ids)]):
             order.market = self.m.market
             self.orders[order.pk] = order
         absent = set(order_ids) - self.orders.keys()
