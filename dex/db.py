@@ -279,6 +279,27 @@ def truncate_keeps_references(*columns: str, archive: str | None = None) -> pgtr
     )
 
 
+# Planner settings for a trigger function whose queries join its statement's transition
+# table with tables that only grow (orders, ledger transactions). PL/pgSQL plans each
+# query at the function's first call in a session and keeps the plan until the next
+# ANALYZE of those tables. Planned while they were small (a new venue, a matcher's first
+# batch, a pooled web connection opened early) a hash join over a sequential scan looked
+# cheapest and stayed: every later call read the whole table, and each order placed on
+# that connection cost more than the last. With these the joins probe the tables'
+# primary keys whatever their size at planning, so a call costs what its own rows cost.
+# Only for functions that join no two transition tables or CTEs with each other (those
+# need a hash join). CREATE OR REPLACE FUNCTION, as pgtrigger installs a changed
+# trigger, drops them: a changed trigger's migration applies them again
+# (tests/dex/test_trigger_planning.py fails until it does).
+PLANNED_BY_INDEX = ("enable_seqscan", "enable_hashjoin", "enable_mergejoin")
+
+
+def planned_by_index_sql(function: str) -> str:
+    """``ALTER FUNCTION`` giving ``function`` (a trigger function) :data:`PLANNED_BY_INDEX`."""
+    settings = " ".join(f"SET {name} = off" for name in PLANNED_BY_INDEX)
+    return f"ALTER FUNCTION {function}() {settings}"
+
+
 def append_only_triggers(*, allow_update: bool = False) -> list[pgtrigger.Trigger]:
     """Rows that record history are never deleted (and, unless allowed, never changed)."""
     triggers = [pgtrigger.Protect(name="protect_delete", operation=pgtrigger.Delete)]
