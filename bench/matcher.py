@@ -6,6 +6,7 @@
     python bench/matcher.py --profile             # cProfile the drain, print the hotspots
     python bench/matcher.py --sql-breakdown       # the drain's statements, commits and WAL
     python bench/matcher.py --positions-overhead  # drain with and without positions/stats
+    python bench/matcher.py --placement-cost 4 --orders 2000   # accepting, as tables grow
 
 It needs what the platform needs: ``DATABASE_URL``, ``REDIS_URL`` (the matcher
 publishes to Redis) and ``DJANGO_SETTINGS_MODULE`` (default ``dex.settings.local``).
@@ -643,6 +644,37 @@ def positions_overhead(workload: Workload, orders: int, batch: int) -> int:
     return round(overhead, 1)
 
 
+def placement_cost(workload: Workload, *, rounds: int, requests: int, seed: int) -> None:
+    """The database's cost of accepting requests on ONE long-lived connection, round
+    after round, with no matcher (so every order stays and the tables grow): a cost
+    that rises from round to round is a plan kept from when the tables were small. The
+    CPU is the connection's backend process's, read from /proc (PostgreSQL on this
+    machine)."""
+    desk = SqlDesk(workload, seed=seed, traders=workload.traders)
+    desk.send()
+    pid = desk.conn.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+    def backend_cpu() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    print(
+        f"{'round':<6}{'requests':>9}{'orders in table':>17}{'backend CPU/req':>17}{'wall/req':>10}"
+    )
+    placed = 1
+    for number in range(1, rounds + 1):
+        cpu, wall = backend_cpu(), time.perf_counter()
+        for _ in range(requests):
+            placed += desk.send()[0] != "cancel"
+        cpu, wall = backend_cpu() - cpu, time.perf_counter() - wall
+        print(
+            f"{number:<6}{requests:>9,}{placed:>17,}{cpu / requests * 1000:>14.2f} ms"
+            f"{wall / requests * 1000:>7.2f} ms",
+            flush=True,
+        )
+    desk.close()
+
+
 def profiled_drain(workload: Workload, result: Throughput, batch: int, top: int) -> None:
     profiler = cProfile.Profile()
     profiler.runcall(drain, workload, result, batch)
@@ -778,6 +810,13 @@ def main(argv: list[str] | None = None) -> int:
         help="time the drain's statements and commits, and the WAL it writes",
     )
     parser.add_argument(
+        "--placement-cost",
+        type=int,
+        metavar="ROUNDS",
+        help="ROUNDS of --orders requests on one connection, no matcher: the database's"
+        " CPU per request as the tables grow, and stop",
+    )
+    parser.add_argument(
         "--positions-overhead",
         action="store_true",
         help="drain with and without position/statistics updates, compare, and stop",
@@ -800,6 +839,11 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         workload = Workload(traders=args.traders, seed=args.seed)
+        if args.placement_cost:
+            placement_cost(
+                workload, rounds=args.placement_cost, requests=args.orders, seed=args.seed
+            )
+            return 0
         if args.positions_overhead:
             overhead = positions_overhead(workload, args.orders, args.batch)
             from portfolio.reconciliation import ledger_check
