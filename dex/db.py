@@ -288,16 +288,11 @@ def truncate_keeps_references(*columns: str, archive: str | None = None) -> pgtr
 # that connection cost more than the last. With these the joins probe the tables'
 # primary keys whatever their size at planning, so a call costs what its own rows cost.
 # Only for functions that join no two transition tables or CTEs with each other (those
-# need a hash join). CREATE OR REPLACE FUNCTION, as pgtrigger installs a changed
-# trigger, drops them: a changed trigger's migration applies them again
+# need a hash join). A migration sets them (ALTER FUNCTION ... SET, as portfolio/0011
+# does); CREATE OR REPLACE FUNCTION, as pgtrigger installs a changed trigger, drops
+# them, so a changed trigger's migration sets them again
 # (tests/dex/test_trigger_planning.py fails until it does).
 PLANNED_BY_INDEX = ("enable_seqscan", "enable_hashjoin", "enable_mergejoin")
-
-
-def planned_by_index_sql(function: str) -> str:
-    """``ALTER FUNCTION`` giving ``function`` (a trigger function) :data:`PLANNED_BY_INDEX`."""
-    settings = " ".join(f"SET {name} = off" for name in PLANNED_BY_INDEX)
-    return f"ALTER FUNCTION {function}() {settings}"
 
 
 def append_only_triggers(*, allow_update: bool = False) -> list[pgtrigger.Trigger]:

@@ -38,7 +38,7 @@ def test_the_migrations_leave_each_planned_trigger_function_with_its_settings():
     expected = sorted(f"{name}=off" for name in PLANNED_BY_INDEX)
     for trigger in PLANNED:
         # A changed trigger is installed by CREATE OR REPLACE FUNCTION, which drops the
-        # settings: its migration must apply them again (dex.db.planned_by_index_sql).
+        # settings: its migration must set them again (see dex.db.PLANNED_BY_INDEX).
         assert sorted(settings[trigger]) == expected, trigger
     # Nothing else carries them: a trigger joining two transition tables needs hash joins.
     others = {t for t, s in settings.items() if s and t not in PLANNED}
