@@ -843,7 +843,7 @@ BREAKDOWN = [
         "exchange/matcher/replies.py",
         "order_reply_wait",
     ),
-    ("  re-read the order (_reloaded)", "exchange/api/orders.py", "_reloaded"),
+    ("  re-read the order (order_reload)", "exchange/selectors.py", "order_reload"),
     ("  OrderSerializer(...).data", "rest_framework/serializers.py", "data"),
     ("SQL statements (Django CursorWrapper.execute)", "django/db/backends/utils.py", "execute"),
     ("commits", "django/db/backends/base/base.py", "commit"),

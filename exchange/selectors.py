@@ -92,6 +92,33 @@ def market_get(*, symbol: str) -> Market | None:
     )
 
 
+_ORDER = ModelRows(Order, "o")
+_ORDER_MARKET = Order._meta.get_field("market")
+# Every placement asks for the first and, answered by the matcher in time, reads the
+# second: written once, not compiled per request.
+_ORDER_BY_CLIENT_ID = (
+    f"SELECT {_ORDER.columns} FROM {Order._meta.db_table} AS o"
+    " WHERE o.account_id = %s AND o.client_order_id = %s"
+)
+_ORDER_BY_ID = f"SELECT {_ORDER.columns} FROM {Order._meta.db_table} AS o WHERE o.id = %s"
+
+
+def order_by_client_id(*, account_id: int, client_order_id: str) -> Order | None:
+    """The account's order with ``client_order_id`` (unique per account), or None."""
+    return _ORDER.fetch_one(connection, _ORDER_BY_CLIENT_ID, [account_id, client_order_id])
+
+
+def order_reload(order: Order) -> Order:
+    """``order`` as the database holds it now, its market as it was read for the
+    request; ``order`` itself if it has moved to the archive (only a long-finished one
+    has)."""
+    fresh = _ORDER.fetch_one(connection, _ORDER_BY_ID, [order.pk])
+    if fresh is None:
+        return order
+    _ORDER_MARKET.set_cached_value(fresh, order.market)
+    return fresh
+
+
 def trade_list_recent(*, market: Market, limit: int) -> QuerySet[Trade]:
     """The market's latest ``limit`` trades, newest first (by trade sequence, which is
     the order the matcher executed them in)."""

@@ -23,7 +23,6 @@ from dex.api.errors import ApiError
 from dex.api.permissions import CanTrade
 from dex.api.scoping import for_account
 from dex.api.views import TraderHistoryView, TraderView
-from dex.db import ModelRows
 from exchange.api.serializers import (
     CancelAllSerializer,
     FillListQuerySerializer,
@@ -46,7 +45,7 @@ from exchange.models import (
     OrderStatus,
     Trade,
 )
-from exchange.selectors import market_get
+from exchange.selectors import market_get, order_reload
 from exchange.services.orders import (
     OrderRejected,
     order_amend,
@@ -92,21 +91,6 @@ def _orders(view: TraderView):
     return for_account(Order.objects.select_related("market"), view.trader.account)
 
 
-_ORDER = ModelRows(Order, "o")
-_ORDER_MARKET = Order._meta.get_field("market")
-_ORDER_BY_ID = f"SELECT {_ORDER.columns} FROM {Order._meta.db_table} AS o WHERE o.id = %s"
-
-
-def _reloaded(order: Order) -> Order:
-    """``order`` as the database holds it now (its market as it was read for the
-    request). Written once: every placement that the matcher answers in time reads it."""
-    fresh = _ORDER.fetch_one(connection, _ORDER_BY_ID, [order.pk])
-    if fresh is None:  # archived already: only a long-finished order is
-        return order
-    _ORDER_MARKET.set_cached_value(fresh, order.market)
-    return fresh
-
-
 def _place(account: Account, data: dict) -> tuple[Order, bool]:
     market = _market(data["market"])
     request = order_request_from(data)
@@ -134,7 +118,7 @@ def _await(order: Order, deadline: float) -> Order:
     """``order`` after the matcher's reply, or as it is if none comes by ``deadline``."""
     _release_connection()
     reply = order_reply_wait(order_id=order.pk, timeout=deadline - time.monotonic())
-    return _reloaded(order) if reply is not None else order
+    return order_reload(order) if reply is not None else order
 
 
 def _deadline() -> float:
@@ -276,7 +260,7 @@ class _OneOrderView(_OrderLookup):
         reply = order_reply_wait(
             order_id=order.pk, timeout=settings.ORDER_REPLY_TIMEOUT, terminal=True
         )
-        order = _reloaded(order)
+        order = order_reload(order)
         done = reply is not None or order.is_terminal
         return Response(
             OrderSerializer(order).data,

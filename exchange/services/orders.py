@@ -39,6 +39,7 @@ from exchange.models import (
     Side,
     TimeInForce,
 )
+from exchange.selectors import order_by_client_id
 from exchange.signing import OrderFields, SignatureError, order_digest, recover_signer
 from portfolio.selectors import fee_rates_for
 from portfolio.services.ledger import InsufficientFunds, hold_place
@@ -240,20 +241,12 @@ def _order_placed(*, account: Account, market: Market, request: OrderRequest) ->
 
 _ORDER = ModelRows(Order, "o")
 _COMMAND = ModelRows(OrderCommand, "c")
-# Every placement asks first: written once, not compiled per request.
-_ORDER_BY_CLIENT_ID = (
-    f"SELECT {_ORDER.columns} FROM {Order._meta.db_table} AS o"
-    " WHERE o.account_id = %s AND o.client_order_id = %s"
-)
-
-
-def _order_by_client_id(account: Account, client_order_id: str) -> Order | None:
-    return _ORDER.fetch_one(connection, _ORDER_BY_CLIENT_ID, [account.pk, client_order_id])
 
 
 @transaction.atomic(durable=True)
 def _order_write(*, account: Account, market: Market, request: OrderRequest) -> Placed:
-    if (order := _order_by_client_id(account, request.client_order_id)) is not None:
+    order = order_by_client_id(account_id=account.pk, client_order_id=request.client_order_id)
+    if order is not None:
         return Placed(order, created=False)
     tif = order_request_validate(market=market, request=request)
     _tradable(account, market, request)
