@@ -44,9 +44,9 @@ The output counts the connections opened per request. ``--server-env NAME=VALUE`
 passes more settings to the stack (``ORDER_REPLY_TIMEOUT``, another
 ``DJANGO_SETTINGS_MODULE`` ...) to try changes.
 
-1. Throughput (phase A): ``--clients`` connections (HTTP/1.1 keep-alive, httpx on
-   asyncio; spread over ``--client-procs`` processes) each send their next order as
-   soon as the last one is answered, until ``--orders`` are sent. Accepted (201)
+1. Throughput (phase A): ``--clients`` connections (HTTP/1.1 keep-alive,
+   ``bench/http1.py`` on asyncio; spread over ``--client-procs`` processes) each send
+   their next order as soon as the last one is answered, until ``--orders`` are sent. Accepted (201)
    orders per second, refusals by HTTP status and error code, latency p50/p99/max.
 2. Latency (phase B): open loop at ``--rate`` orders per second for ``--seconds``:
    order i is due at start + i/rate and is sent then whatever came back before, and
@@ -99,6 +99,8 @@ from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.http1 import Client
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATABASE_SUFFIX = "_bench_api"
@@ -342,31 +344,27 @@ class Answer:
 async def _send(client, request: Request, due: float) -> Answer:
     sent = time.perf_counter()
     try:
-        response = await client.post(
+        status, body = await client.post(
             "/api/v1/orders/",
-            content=request.body,
-            headers={"X-API-Key": request.api_key, "Content-Type": "application/json"},
+            request.body,
+            {"X-API-Key": request.api_key, "Content-Type": "application/json"},
         )
     except Exception as exc:  # a transport error is an outcome to count, not to die of
         return Answer(0, type(exc).__name__, None, due, sent, time.perf_counter())
     done = time.perf_counter()
     try:
-        payload = response.json()
+        payload = json.loads(body)
     except ValueError:
         payload = {}
-    if response.status_code in (200, 201):
-        return Answer(response.status_code, None, payload.get("status"), due, sent, done)
-    return Answer(response.status_code, payload.get("code", "?"), None, due, sent, done)
+    if not isinstance(payload, dict):
+        payload = {}
+    if status in (200, 201):
+        return Answer(status, None, payload.get("status"), due, sent, done)
+    return Answer(status, payload.get("code", "?"), None, due, sent, done)
 
 
-def _client(base_url: str, connections: int):
-    import httpx
-
-    return httpx.AsyncClient(
-        base_url=base_url,
-        timeout=30,
-        limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
-    )
+def _client(base_url: str, connections: int) -> Client:
+    return Client(base_url, connections, timeout=30)
 
 
 async def _closed_loop(client, requests: Sequence[Request], connections: int) -> list[Answer]:

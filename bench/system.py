@@ -160,10 +160,8 @@ async def _offer(
     sent by the first of ``connections`` senders free, its latency counting from when it
     was due. At ``give_up_at`` (wall clock) what has no answer is given up.
 
-    Not ``bench/api.py``'s open loop, which leaves waiting orders to httpx's connection
-    pool: the pool rescans its waiters whenever a request joins or ends, and with thousands on a
-    saturated server the clients used more CPU than the web processes and stopped
-    sending. Here a wait costs a queue entry."""
+    A request waits in this queue, not for a connection of the client's: at give-up the
+    queue holds what was never sent, and only ``connections`` requests are in flight."""
     queue: asyncio.Queue[tuple[int, float]] = asyncio.Queue()
     answers: list[Answer | None] = [None] * len(requests)
     start = time.perf_counter() + 0.05
