@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from rest_framework import serializers
 
 from dex.api.fields import Uint256Field, UnixTimeField, amount_field, price_field
-from dex.api.rendering import RenderOnce
+from dex.api.rendering import ParseOnce, RenderOnce
 from exchange.models import (
     Order,
     OrderStatus,
@@ -24,9 +24,10 @@ HEX_SIGNATURE = r"^0x[0-9a-fA-F]{130}$"
 HEX_HASH = r"^0x[0-9a-fA-F]{64}$"
 
 
-class OrderPlaceSerializer(serializers.Serializer):
+class OrderPlaceSerializer(ParseOnce, serializers.Serializer):
     """A signed order. Every field but ``signature`` and ``order_hash`` is in the signed
-    EIP-712 struct (``GET /api/v1/eip712/``); amounts as decimal strings."""
+    EIP-712 struct (``GET /api/v1/eip712/``); amounts as decimal strings. Parsed with
+    fields built once (``ParseOnce``): every order request validates one or more."""
 
     market = serializers.CharField(max_length=25)
     client_order_id = serializers.RegexField(CLIENT_ORDER_ID)
