@@ -13,12 +13,14 @@ django_asgi_app = get_asgi_application()
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
 from dex.api.body_limit import RequestBodyLimit  # noqa: E402
+from dex.request_threads import RequestThreads  # noqa: E402
 from dex.routing import websocket_urlpatterns  # noqa: E402
 from dex.security import browser_origin_validator  # noqa: E402
 
+request_threads = RequestThreads(django_asgi_app)
 application = ProtocolTypeRouter(
     {
-        "http": RequestBodyLimit(django_asgi_app),
+        "http": RequestBodyLimit(request_threads),
         "websocket": browser_origin_validator(URLRouter(websocket_urlpatterns)),
     }
 )

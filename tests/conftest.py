@@ -37,6 +37,19 @@ def pytest_unconfigure(config):
     threading.Thread(target=watchdog, name="exit-watchdog", daemon=True).start()
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _request_threads_closed(request):
+    """Requests served in-process (``dex.asgi.application``) leave pooled threads that
+    may hold database connections: closed before the test database is dropped (this
+    fixture is set up after the database, so it is torn down before)."""
+    if request.config.pluginmanager.hasplugin("django"):
+        request.getfixturevalue("django_db_setup")
+    yield
+    asgi = sys.modules.get("dex.asgi")
+    if asgi is not None:
+        asgi.request_threads.close()
+
+
 @pytest.fixture
 def base(db):
     from tests.factories import AssetFactory

@@ -11,11 +11,11 @@ instance, serve every instance and every thread:
   fields, same order, same values. Not for a serializer with method fields
   (``SerializerMethodField`` calls the serializer it is bound to, which would be the
   template): it is refused.
-- ``ParseOnce`` hands them to ``Serializer.to_internal_value`` (DRF's own validation,
-  unchanged, reads the fields from ``_writable_fields``): same checks, same messages.
-  Only for fields that read neither the context nor a parent: nested serializers and
-  hidden fields (whose defaults take the context) are refused. A ``partial`` instance
-  uses its own fields (a field asks its root whether it is partial).
+- ``ParseOnce`` gives each instance those fields as its ``fields`` (DRF's cached
+  property, read by all of its validation, which is unchanged): same checks, same
+  messages. Only for fields that read neither the context nor a parent: nested
+  serializers and hidden fields (whose defaults take the context) are refused. A
+  ``partial`` instance builds its own (a field asks its root whether it is partial).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import threading
 
 from rest_framework.fields import HiddenField, SerializerMethodField, SkipField
 from rest_framework.relations import PKOnlyObject
-from rest_framework.serializers import BaseSerializer
+from rest_framework.serializers import BaseSerializer, Serializer
 
 _building = threading.Lock()
 
@@ -58,22 +58,28 @@ class RenderOnce:
 
 
 class ParseOnce:
-    """Mixin for an input ``Serializer``: validation with fields built once per class."""
+    """Mixin for an input ``Serializer``: its ``fields`` built once per class."""
 
-    @property
-    def _writable_fields(self):
-        if self.partial:
-            return super()._writable_fields
-        cls = type(self)
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if not self.partial:
+            # ``fields`` is a cached property: what the instance holds is what it uses.
+            self.__dict__["fields"] = type(self)._fields_once()
+
+    @classmethod
+    def _fields_once(cls):
         fields = cls.__dict__.get("_parse_fields")
         if fields is None:
             with _building:
                 fields = cls.__dict__.get("_parse_fields")
                 if fields is None:
-                    template = cls()
-                    fields = tuple(f for f in template.fields.values() if not f.read_only)
+                    template = cls.__new__(cls)
+                    Serializer.__init__(template)  # not partial; its own fields
+                    fields = template.fields
                     bound = [
-                        f.field_name for f in fields if isinstance(f, BaseSerializer | HiddenField)
+                        name
+                        for name, field in fields.items()
+                        if isinstance(field, BaseSerializer | HiddenField)
                     ]
                     if bound:  # they would read the template's context and data
                         raise TypeError(f"{cls.__name__}: fields {bound} cannot parse once")
