@@ -47,7 +47,9 @@ process's hub listens) and notes when each delta reaches it; it does nothing els
 process of its own, so that is the publish time plus one Redis hop. A subscriber's
 latency is its receipt time minus the tap's for the same delta (``first_sequence``,
 ``sequence``): the time through the web servers' hub, the consumer and the socket, and
-the client's own event loop.
+the client's own event loop. A busy web process sends several batches' deltas as one
+(``exchange.streams_hub``): each tapped delta the one received covers counts, from when
+the tap saw it, and "delivered" counts the tapped deltas received, alone or merged.
 With ``--trades``, a second figure: receipt of a ``trades`` message minus its trades'
 ``time`` (``executed_at``, taken when the matcher's batch *starts*): an upper bound
 on commit-to-receipt that includes the batch's SQL and commit; the tap's own lag on
@@ -72,6 +74,7 @@ from __future__ import annotations
 import argparse
 import array
 import asyncio
+import bisect
 import contextlib
 import logging
 import multiprocessing
@@ -564,7 +567,7 @@ class StepResult:
     seconds: float
     published: int
     delivered: Counter
-    deltas: int
+    deltas: int  # tapped deltas the clients received (alone or merged)
     latencies_ms: list[float]
     unmatched: int
     trade_lags_ms: list[float]
@@ -597,16 +600,29 @@ def subscribers_add(clients: Clients, add: int) -> tuple[int, Counter, Counter]:
 
 
 def delta_latencies(windows: Sequence[Window], tap: Tap) -> tuple[list[float], int]:
-    """Each delta the clients received in their windows: its receipt time minus the
-    tap's, in ms; and how many deltas the tap did not see."""
+    """For each delta the tap saw that a client received in its window: the receipt time
+    minus the tap's, in ms; and how many received deltas cover none the tap saw.
+
+    A busy web process may send several batches' deltas as one (``first_sequence`` of
+    the first … ``sequence`` of the last): each tapped delta in that range counts, with
+    the time that one arrived. An expiry-only delta (``sequence`` = ``first_sequence``
+    - 1) counts where it matches exactly."""
+    keys = sorted(tap.deltas)
+    firsts = [first for first, _ in keys]
     latencies, unmatched = [], 0
     for w in windows:
         for first, seq, at in zip(w.delta_first, w.delta_seq, w.delta_at, strict=True):
             tapped = tap.deltas.get((first, seq))
-            if tapped is None:
-                unmatched += 1
-            else:
+            if tapped is not None:
                 latencies.append((at - tapped) * 1000)
+                continue
+            covered = 0
+            i = bisect.bisect_left(firsts, first)
+            while i < len(keys) and keys[i][0] <= seq and keys[i][1] <= seq:
+                latencies.append((at - tap.deltas[keys[i]]) * 1000)
+                covered += 1
+                i += 1
+            unmatched += covered == 0
     return latencies, unmatched
 
 
@@ -646,7 +662,7 @@ def run_step(
         seconds=end - start,
         published=tap.published(start, end),
         delivered=delivered,
-        deltas=delivered["book.delta"],
+        deltas=len(latencies),
         latencies_ms=latencies,
         unmatched=unmatched,
         trade_lags_ms=[lag * 1000 for w in windows for lag in w.trade_lag],
@@ -675,6 +691,7 @@ def report_step(r: StepResult) -> None:
         f" delivered {total / r.seconds:,.0f} messages/s"
         f" ({', '.join(f'{k} {v / r.seconds:,.0f}/s' for k, v in r.delivered.most_common())});"
         f" deltas delivered {100 * r.delivery:.1f}% of held x published"
+        f" ({r.deltas:,} in {r.delivered['book.delta']:,} book.delta messages)"
     )
     print(f"  gaps seen by clients {r.gaps:,}; snapshots resent by the server {r.resyncs:,}")
     unmatched = f", {r.unmatched:,} not seen by the tap" if r.unmatched else ""

@@ -71,6 +71,13 @@ WS_SEND_LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 
+WS_DELTAS_COALESCED = Counter(
+    "dex_ws_deltas_coalesced",
+    "Messages (book deltas, and trades messages between them) merged into the one "
+    "before them by a web process's market hub, which hands on a run of a market's "
+    "messages read in one go as one delta and one trades message (exchange.streams_hub).",
+)
+
 # --- matcher ---------------------------------------------------------------------------
 
 MATCHER_BATCH_SIZE = Histogram(

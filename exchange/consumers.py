@@ -12,10 +12,13 @@ subscribed consumer. A subscriber joins the market's hub *before* it reads the
 snapshot, so every delta published after the snapshot it read reaches it. The market's
 messages that arrive while a snapshot is being read are held until it has been sent;
 then the deltas the snapshot already contains are dropped and the rest must chain
-(``first_sequence`` = previous ``sequence`` + 1). A delta that does not chain (one was
-lost, e.g. while the hub's pub/sub connection was down; the hub also asks for a resync
-when it subscribes again) makes the server send a fresh snapshot, so the client sees a
-gap only if the server itself is wrong — and it still checks. Private ``account``
+(``first_sequence`` = previous ``sequence`` + 1). A delta the hub merged across the
+snapshot's sequence goes out from the snapshot on (``first_sequence`` = the snapshot's
+``sequence`` + 1): its levels are their sizes after its last sequence, so it is exact
+from there. A delta that does not chain (one was lost, e.g. while the hub's pub/sub
+connection was down; the hub also asks for a resync when it subscribes again) makes
+the server send a fresh snapshot, so the client sees a gap only if the server itself
+is wrong — and it still checks. Private ``account``
 messages come through the channel layer (group ``account.<id>``).
 
 Sending never blocks a handler: messages go to a bounded per-connection queue that one
@@ -685,6 +688,11 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
                 self.deliver_text(text)
             elif sequence < last or (sequence == last and first <= last):
                 pass  # the snapshot already has it
+            elif first <= last:
+                # Merged by the hub across the snapshot's sequence: its levels are their
+                # sizes after ``sequence``, so from the snapshot on it chains.
+                self.book_sequence[symbol] = sequence
+                self.deliver(event | {"first_sequence": last + 1})
             else:
                 log.info("ws %s: %s gap after %s (got %s)", self.connection_id, symbol, last, first)
                 self.held[symbol] = []
@@ -783,8 +791,8 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             raise
         held = self.held.pop(symbol, [])
         last = self.book_sequence.get(symbol)
-        if retry is not None and last is not None and retry[0]["first_sequence"] == last + 1:
-            self._public(*retry)
+        if retry is not None and last is not None and retry[0]["first_sequence"] <= last + 1:
+            self._public(*retry)  # it chains with the new snapshot, or overlaps it
         for n, (event, text) in enumerate(held):
             if symbol in self.held:  # a gap: another read has started; it holds the rest
                 self.held[symbol].extend(held[n:])

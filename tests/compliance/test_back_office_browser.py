@@ -14,6 +14,7 @@ Without Chromium this test fails, saying how to install it, unless
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime as dt
 from decimal import Decimal
@@ -25,6 +26,7 @@ from selenium.common.exceptions import (
     NoSuchElementException,
     StaleElementReferenceException,
     TimeoutException,
+    WebDriverException,
 )
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
@@ -90,6 +92,18 @@ def officer(django_user_model):
 # --- the browser ---------------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _page_reading():
+    """An element read while the next page replaces this one is stale; Chromium may say
+    so as "Node ... does not belong to the document" instead."""
+    try:
+        yield
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc):
+            raise StaleElementReferenceException(str(exc)) from exc
+        raise
+
+
 class Officer:
     """The officer's browser: pages by path, forms by field name, what the page says."""
 
@@ -116,13 +130,15 @@ class Officer:
         self.driver.find_element(By.CSS_SELECTOR, css).click()
 
     def text(self, css: str = "body") -> str:
-        return self.driver.find_element(By.CSS_SELECTOR, css).text
+        with _page_reading():
+            return self.driver.find_element(By.CSS_SELECTOR, css).text
 
     def has(self, css: str) -> bool:
         return bool(self.driver.find_elements(By.CSS_SELECTOR, css))
 
     def messages(self) -> list[str]:
-        return [e.text for e in self.driver.find_elements(By.CSS_SELECTOR, ".messagelist li")]
+        with _page_reading():
+            return [e.text for e in self.driver.find_elements(By.CSS_SELECTOR, ".messagelist li")]
 
     def sees(self, what: str, check) -> None:
         try:

@@ -12,6 +12,7 @@ from decimal import Decimal
 
 import pytest
 from asgiref.sync import async_to_sync
+from prometheus_client import REGISTRY
 
 from dex.redis import redis_client
 from exchange import consumers, streams_hub
@@ -43,6 +44,10 @@ async def subscribed(symbol: str, count: int, *, trades: bool = False):
         assert snap["type"] == "book.snapshot"
         sockets.append(ws)
     return sockets
+
+
+def coalesced_total() -> float:
+    return REGISTRY.get_sample_value("dex_ws_deltas_coalesced_total") or 0.0
 
 
 def trades_message(symbol: str, n: int) -> dict:
@@ -99,9 +104,11 @@ def test_each_message_is_decoded_once_for_the_process_and_sent_as_published(
         sockets = await subscribed(market.symbol, 4, trades=True)
         decoded.clear()
         encoded.clear()
+        got = [[] for _ in sockets]
         for message in messages:
             await public_send(message)
-        got = [[await ws.receive_from() for _ in messages] for ws in sockets]
+            for ws, received in zip(sockets, got, strict=True):
+                received.append(await ws.receive_from())  # each before the next is sent
         counts = len(decoded), list(encoded)
         for ws in sockets:
             await ws.disconnect()
@@ -113,28 +120,68 @@ def test_each_message_is_decoded_once_for_the_process_and_sent_as_published(
     assert got == [[encode(m) for m in messages]] * 4
 
 
-def test_messages_reach_every_socket_in_the_order_published(market, book):
+def test_messages_published_one_at_a_time_reach_every_socket_as_published(market, book):
     book(1)
     messages = []
-    for n in range(2, 42):
+    for n in range(2, 12):
         messages.append(delta(market.symbol, n, n, bids=[["99.00", f"{n}.000"]]))
         messages.append(trades_message(market.symbol, n))
 
     async def scenario():
         sockets = await subscribed(market.symbol, 3, trades=True)
-        pipe = redis_client().pipeline(transaction=False)
+        got = [[] for _ in sockets]
         for message in messages:
-            pipe.publish(public_channel(market.symbol), encode(message))
-        pipe.execute()
-        got = [[await ws.receive_json_from() for _ in messages] for ws in sockets]
+            await public_send(message)
+            for ws, received in zip(sockets, got, strict=True):
+                received.append(await ws.receive_from())  # each before the next is sent
         for ws in sockets:
             await ws.disconnect()
         return got
 
-    for received in run(scenario):
-        assert [(m["type"], m.get("sequence"), m.get("trades")) for m in received] == [
-            (m["type"], m.get("sequence"), m.get("trades")) for m in messages
-        ]
+    assert run(scenario) == [[encode(m) for m in messages]] * 3
+
+
+def test_a_burst_read_in_one_go_reaches_every_socket_as_one_delta_and_one_trades(market, book):
+    """The event loop busy while 40 batches are published: the hub reads them together
+    and hands them on as one delta for sequences 2-41, each level at its last size, then
+    the 40 batches' trades in order."""
+    book(1)
+    messages = []
+    for n in range(2, 42):
+        messages.append(delta(market.symbol, n, n, bids=[["99.00", f"{n}.000"]]))
+        if n % 2:
+            messages.append(delta(market.symbol, n + 1, n, asks=[[f"{100 + n}.00", "0"]]))
+        messages.append(trades_message(market.symbol, n))
+
+    async def scenario():
+        sockets = await subscribed(market.symbol, 3, trades=True)
+        before = coalesced_total()
+        pipe = redis_client().pipeline(transaction=False)
+        for message in messages:
+            pipe.publish(public_channel(market.symbol), encode(message))
+        pipe.execute()
+        time.sleep(0.3)  # the loop is busy: everything is in the hub's connection
+        got = [[await ws.receive_json_from() for _ in range(2)] for ws in sockets]
+        rest = [await ws.receive_nothing(timeout=0.3) for ws in sockets]
+        for ws in sockets:
+            await ws.disconnect()
+        return got, rest, coalesced_total() - before
+
+    got, rest, coalesced = run(scenario)
+    expected_asks = [[f"{100 + n}.00", "0"] for n in range(3, 42, 2)]
+    for merged, trades in got:
+        assert merged == {
+            "type": "book.delta",
+            "symbol": market.symbol,
+            "first_sequence": 2,
+            "sequence": 41,
+            "bids": [["99.00", "41.000"]],
+            "asks": expected_asks,
+        }
+        assert trades["type"] == "trades"
+        assert [t["id"] for t in trades["trades"]] == list(range(2, 42))
+    assert rest == [True] * 3
+    assert coalesced == len(messages) - 2
 
 
 def test_a_lost_pubsub_connection_is_made_again_and_every_subscriber_resyncs(market, book):

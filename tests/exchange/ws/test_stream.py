@@ -127,6 +127,29 @@ def test_deltas_published_while_the_snapshot_is_read_are_held_and_those_it_has_d
     assert (after["type"], after["first_sequence"], after["sequence"]) == ("book.delta", 11, 12)
 
 
+def test_a_delta_merged_across_the_snapshot_is_sent_from_the_snapshot_on(market, book):
+    """The hub merged batches 3-5 and 6-8 into one delta; the subscriber's snapshot is at
+    5. Its levels are their sizes after 8, so from 5 on it chains: sent as 6-8."""
+    book(5, bids=[["99.00", "1.000"]])
+
+    async def scenario():
+        ws = await connect()
+        await request(ws, {"type": "subscribe", "channels": [f"book.{market.symbol}"]})
+        await ws.receive_json_from()  # snapshot 5
+        merged = delta(market.symbol, 3, 8, bids=[["99.00", "0"], ["98.00", "2.000"]])
+        await public_send(merged)
+        got = await ws.receive_json_from()
+        await public_send(delta(market.symbol, 9, 9, asks=[["101.00", "1.000"]]))
+        after = await ws.receive_json_from()
+        await nothing_more(ws)
+        await ws.disconnect()
+        return got, after
+
+    got, after = run(scenario)
+    assert got == delta(market.symbol, 6, 8, bids=[["99.00", "0"], ["98.00", "2.000"]])
+    assert (after["first_sequence"], after["sequence"]) == (9, 9)
+
+
 def test_a_gap_in_the_deltas_makes_the_server_resync_with_a_fresh_snapshot(market, book):
     book(5)
 
@@ -441,6 +464,7 @@ def test_a_client_that_stops_reading_is_disconnected_not_buffered(
         await asyncio.wait_for(snapshot_sent[0].wait(), 5)
         for n in range(2, 12):
             await public_send(delta(market.symbol, n, n))
+            await asyncio.sleep(0.05)  # handed on alone, not merged with the next
         close = await ws.receive_output(timeout=5)
         await ws.disconnect(code=close["code"])
         return close
