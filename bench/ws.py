@@ -31,8 +31,9 @@ second on this machine. Not every step changes the book (a fresh, full set of qu
 is left alone), so the rate that counts is the published deltas a second, printed for
 every step. The load runs from before the first connection to the end.
 
-The clients: ``--client-procs`` processes (asyncio on uvloop, the ``websockets``
-package; each raises its open-files limit), between them holding the step's number of
+The clients: ``--client-procs`` processes (asyncio on uvloop, ``bench/wsclient.py``:
+the ``websockets`` package's Sans-I/O protocol handling each message as its bytes
+arrive; each process raises its open-files limit), between them holding the step's number of
 connections to ``/ws/stream/``, each subscribed to ``book.ETH-USDC`` (and
 ``trades.ETH-USDC`` with ``--trades``) and sending a ``ping`` every 20 s as a client
 must (``WS_IDLE_TIMEOUT``). Steps (``--steps``) add connections to those already open;
@@ -96,6 +97,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench import wsclient
 from bench.api import (
     _machine_busy,
     _named,
@@ -168,11 +170,12 @@ class Window:
 
 
 class Subscriber:
-    __slots__ = ("last", "ws")
+    __slots__ = ("last", "ready", "ws")
 
-    def __init__(self, ws) -> None:
-        self.ws = ws
+    def __init__(self) -> None:
+        self.ws: wsclient.Connection | None = None
         self.last: int | None = None  # last sequence
+        self.ready = asyncio.get_running_loop().create_future()  # the first snapshot came
 
 
 class ClientProcess:
@@ -185,7 +188,6 @@ class ClientProcess:
         self.failed: Counter = Counter()  # connections that never got their snapshot
         self.closed: Counter = Counter()  # close codes of connections lost after that
         self.window: Window | None = None
-        self.tasks: set[asyncio.Task] = set()
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -214,64 +216,58 @@ class ClientProcess:
         await asyncio.gather(*(one() for _ in range(count)))
 
     async def _open(self) -> None:
-        from websockets.asyncio.client import connect
-
+        sub = Subscriber()
         try:
-            ws = await connect(
+            sub.ws = await wsclient.connect(
                 self.url,
-                compression="deflate" if self.deflate else None,
+                lambda message: self._received(sub, message),
+                deflate=self.deflate,
                 open_timeout=120,
-                max_queue=64,
             )
-            await ws.send(self.subscribe)
-            sub = Subscriber(ws)
-            while sub.last is None:
-                message = await asyncio.wait_for(ws.recv(), 120)
-                if message.startswith(SNAPSHOT):
-                    sub.last = _int_after(message, '"sequence":')
+            sub.ws.send(self.subscribe)
+            await asyncio.wait_for(asyncio.shield(sub.ready), 120)
         except Exception as exc:
-            self.failed[getattr(getattr(exc, "rcvd", None), "code", type(exc).__name__)] += 1
+            code = getattr(getattr(exc, "response", None), "status_code", None)
+            if sub.ws is not None:
+                code = sub.ws.close_code
+                sub.ws.transport.close()
+            self.failed[code or type(exc).__name__] += 1
             return
         self.subs.append(sub)
-        task = asyncio.create_task(self._read(sub))
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        sub.ws.closed.add_done_callback(lambda _: self._lost(sub))
 
-    async def _read(self, sub: Subscriber) -> None:
-        ws = sub.ws
-        try:
-            async for message in ws:
-                now = time.time()
-                w = self.window
-                if message.startswith(DELTA):
-                    first = _int_after(message, '"first_sequence":')
-                    sequence = _int_after(message, '"sequence":')
-                    if first != sub.last + 1 and w is not None:
-                        w.gaps += 1
-                    sub.last = sequence
-                    if w is not None:
-                        w.messages["book.delta"] += 1
-                        w.delta_first.append(first)
-                        w.delta_seq.append(sequence)
-                        w.delta_at.append(now)
-                elif message.startswith(TRADES):
-                    if w is not None:
-                        w.messages["trades"] += 1
-                        start = message.index('"time":"') + 8
-                        executed = datetime.fromisoformat(
-                            message[start : message.index('"', start)]
-                        )
-                        w.trade_lag.append(now - executed.timestamp())
-                elif message.startswith(SNAPSHOT):
-                    sub.last = _int_after(message, '"sequence":')
-                    if w is not None:
-                        w.messages["book.snapshot"] += 1
-                        w.resyncs += '"resync":true' in message
-                elif w is not None:
-                    w.messages[message[9 : message.index('"', 9)]] += 1
-        except Exception:
-            pass  # a closed connection: counted below
-        code = ws.close_code if ws.close_code is not None else "no close frame"
+    def _received(self, sub: Subscriber, message: str) -> None:
+        now = time.time()
+        w = self.window
+        if message.startswith(DELTA):
+            first = _int_after(message, '"first_sequence":')
+            sequence = _int_after(message, '"sequence":')
+            if sub.last is not None and first != sub.last + 1 and w is not None:
+                w.gaps += 1
+            sub.last = sequence
+            if w is not None:
+                w.messages["book.delta"] += 1
+                w.delta_first.append(first)
+                w.delta_seq.append(sequence)
+                w.delta_at.append(now)
+        elif message.startswith(TRADES):
+            if w is not None:
+                w.messages["trades"] += 1
+                start = message.index('"time":"') + 8
+                executed = datetime.fromisoformat(message[start : message.index('"', start)])
+                w.trade_lag.append(now - executed.timestamp())
+        elif message.startswith(SNAPSHOT):
+            sub.last = _int_after(message, '"sequence":')
+            if not sub.ready.done():
+                sub.ready.set_result(None)
+            elif w is not None:
+                w.messages["book.snapshot"] += 1
+                w.resyncs += '"resync":true' in message
+        elif w is not None:
+            w.messages[message[9 : message.index('"', 9)]] += 1
+
+    def _lost(self, sub: Subscriber) -> None:
+        code = sub.ws.close_code
         self.closed[code] += 1
         if self.window is not None:
             self.window.closed[code] += 1
@@ -285,8 +281,7 @@ class ClientProcess:
             slot = tick % int(PING_EVERY)
             for n, sub in enumerate(self.subs):
                 if n % int(PING_EVERY) == slot and sub.ws.close_code is None:
-                    with contextlib.suppress(Exception):
-                        await sub.ws.send(PING)
+                    sub.ws.send(PING)
 
     async def _measure(self, start: float, end: float) -> Window:
         await asyncio.sleep(max(0.0, start - time.time()))
@@ -892,7 +887,8 @@ def main(argv: list[str] | None = None) -> int:
         url = f"ws://127.0.0.1:{stack.port}/ws/stream/"
         clients = clients_start(args.client_procs, url, trades=args.trades, deflate=args.deflate)
         print(
-            f"clients: {args.client_procs} process(es), websockets {_websockets_version()},"
+            f"clients: {args.client_procs} process(es), bench/wsclient.py on websockets"
+            f" {_websockets_version()} (Sans-I/O),"
             f" permessage-deflate {'offered' if args.deflate else 'off'}, channels"
             f" book.{MARKET}{f' + trades.{MARKET}' if args.trades else ''}; steps"
             f" {', '.join(f'{s:,}' for s in steps)}, {args.seconds:g}s each\n",
