@@ -36,10 +36,9 @@ API's rate limits are raised through their environment variables (the output say
 so and prints the limits in force), so that the order path is what is measured.
 The web processes run as the Procfile runs them: connections from a psycopg pool
 (``DB_POOL_MAX_SIZE``, ``--db-pool``, default 16) and ``ASGI_THREADS=32``. With
-``--db-pool 0`` they run without a pool and with ``DB_CONN_MAX_AGE=0``: under ASGI
-Django runs each request's synchronous code in a thread of its own, so a persistent
-connection is never reused, and with the default of 60 s each request would leave
-one open until PostgreSQL refuses new clients; with 0 each request opens its own.
+``--db-pool 0`` they run without a pool and with ``DB_CONN_MAX_AGE=0``: each request
+opens its own connection (a request thread made beyond the ones kept,
+``dex.request_threads``, would otherwise leave its connection open when it ends).
 The output counts the connections opened per request. ``--server-env NAME=VALUE``
 passes more settings to the stack (``ORDER_REPLY_TIMEOUT``, another
 ``DJANGO_SETTINGS_MODULE`` ...) to try changes.
@@ -63,8 +62,8 @@ clients, against the machine's total: the clients share the machine's two cores 
 the server, which the figures show.
 
 ``--profile``: the web server runs as one process under cProfile (the event-loop
-thread, and one request thread in ``--profile-every``: Django runs each request's
-synchronous part in a thread of its own) for the warm-up and one phase A, and the
+thread, and one request thread in ``--profile-every``: each request's synchronous part
+runs on a pooled thread, ``dex.request_threads``) for the warm-up and one phase A, and the
 bench prints where a request's time goes and the top functions by cumulative time.
 cProfile slows pure-Python code more than C (signature recovery, psycopg), so read the
 shares as an upper bound for Python-heavy parts.
@@ -770,7 +769,7 @@ def serve_profiled(port: int, out: Path, every: int, clock: str) -> None:
 
     import uvicorn
 
-    import dex.asgi  # noqa: F401  (imported before profiling: startup is not the subject)
+    import dex.asgi  # imported before profiling: startup is not the subject
 
     # "cpu": each thread's own CPU time, so waiting (on PostgreSQL, on the matcher's
     # reply, on the GIL) costs nothing; "wall": elapsed time, waits included.
@@ -814,6 +813,7 @@ def serve_profiled(port: int, out: Path, every: int, clock: str) -> None:
         log_level="warning",
     )
     main.disable()
+    dex.asgi.request_threads.close()  # the pooled request threads end: their profiles merge
     main.dump_stats(str(out) + ".loop")
     with lock:
         if merged:
@@ -884,7 +884,7 @@ def report_profile(out: Path, top: int, clock: str, served: int) -> None:
     for sort, title in (("cumulative", "cumulative"), ("tottime", "own time")):
         print(f"\nrequest threads, top {top} by {title}:")
         stats.sort_stats(sort).print_stats(top)
-    print(f"\nevent-loop thread (uvicorn, Django's ASGI handler), top {top} by own time:")
+    print(f"\nevent-loop thread (uvicorn, dex.wsgi_bridge), top {top} by own time:")
     loop.sort_stats("tottime").print_stats(top)
 
 

@@ -1,5 +1,5 @@
-"""Two fixed costs of every API request, each measured beside what it replaced: CPU per
-call, in this process, no server.
+"""Three fixed costs of every API request, each measured beside what it replaced: CPU
+per call, in this process, no server.
 
 1. Parsing an order (``OrderPlaceSerializer(data=...).is_valid()``, a valid limit order):
    DRF's own, which builds (deep-copies) the serializer's fields for every instance,
@@ -10,6 +10,12 @@ call, in this process, no server.
    request and one more to shut it down, against ``RequestThreads``
    (``dex.request_threads``), one-thread executors kept for later requests; one request
    at a time and eight at once.
+3. A whole request, ``GET /api/v1/eip712/`` (a DRF view, every middleware, no database
+   query), handed to the ASGI application as uvicorn hands it: Django's ASGI handler
+   (its own thread per request, and its hops between the event loop and that thread for
+   the signals, the middleware chain, the view and the response's close), the same
+   handler on ``RequestThreads``' pooled threads, and what the web process serves,
+   ``dex.asgi``'s ``WsgiBridge`` on them (one hop).
 
     DJANGO_SETTINGS_MODULE=dex.settings.test DATABASE_URL=postgres://... REDIS_URL=redis://... \\
         .venv/bin/python bench/request_path.py [--calls 4000] [--rounds 2]
@@ -100,6 +106,68 @@ def thread_costs(calls: int) -> dict[str, float]:
     return costs
 
 
+def handler_costs(calls: int) -> dict[str, float]:
+    from django.core.asgi import get_asgi_application
+
+    import dex.asgi
+    from dex.request_threads import RequestThreads
+
+    path = "/api/v1/eip712/"
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"host", b"localhost")],
+        "client": ("127.0.0.1", 50000),
+        "server": ("localhost", 80),
+    }
+    django_asgi = get_asgi_application()
+
+    async def request(app) -> None:
+        incoming = [{"type": "http.request", "body": b"", "more_body": False}]
+        status = []
+
+        async def receive() -> dict:
+            if incoming:
+                return incoming.pop()
+            await asyncio.Event().wait()  # connected until the response is sent
+            return {}
+
+        async def send(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                status.append(message["status"])
+
+        await app(dict(scope), receive, send)
+        if status != [200]:
+            raise SystemExit(f"{path}: {status}")
+
+    async def drive(app, concurrency: int) -> None:
+        async def client() -> None:
+            for _ in range(calls // concurrency):
+                await request(app)
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+
+    costs = {}
+    for concurrency in (1, 8):
+        for name, app in (
+            ("Django's ASGI handler", django_asgi),
+            ("Django's ASGI handler, RequestThreads", RequestThreads(django_asgi, keep=8)),
+            ("WsgiBridge, RequestThreads (dex.asgi)", dex.asgi.request_threads),
+        ):
+            asyncio.run(drive(app, concurrency))  # warm
+            cpu = time.process_time()
+            asyncio.run(drive(app, concurrency))
+            costs[f"{name}, {concurrency} at once"] = (time.process_time() - cpu) / calls * 1e6
+    return costs
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=4000)
@@ -110,9 +178,14 @@ def main(argv: list[str] | None = None) -> int:
 
     django.setup()
     for round_ in range(1, args.rounds + 1):
-        print(f"round {round_} ({args.calls:,} calls each; CPU microseconds per call)")
-        for name, cost in (parse_costs(args.calls) | thread_costs(args.calls)).items():
-            print(f"  {name:<44} {cost:8.1f}")
+        print(
+            f"round {round_} ({args.calls:,} calls each, {args.calls // 4:,} whole requests;"
+            " CPU microseconds per call)"
+        )
+        costs = parse_costs(args.calls) | thread_costs(args.calls)
+        costs |= handler_costs(args.calls // 4)
+        for name, cost in costs.items():
+            print(f"  {name:<52} {cost:8.1f}")
     return 0
 
 

@@ -1,24 +1,24 @@
 """Request threads that outlive their request.
 
-Under ASGI, Django runs a request's synchronous code (middleware, view, ORM) on a
-thread of the request's own: ``ASGIHandler`` opens an asgiref ``ThreadSensitiveContext``
-for each request, asgiref gives that context a new one-thread executor, and when the
-request ends it starts one more thread to shut that executor down. So every request
+A request's synchronous code (middleware, view, ORM) runs on a thread of the request's
+own, chosen by the asgiref ``ThreadSensitiveContext`` the request runs in. Django's ASGI
+handler opens one per request, asgiref gives it a new one-thread executor, and when the
+request ends it starts one more thread to shut that executor down: every request
 started two threads and set up Django's per-thread state (database connection
-wrappers) from nothing; in a profile of the web processes placing orders that was
-about a tenth of their CPU.
+wrappers) from nothing.
 
 ``RequestThreads`` opens the request's context itself, with an executor from a pool:
 asgiref's supported form (``ThreadSensitiveContext(executor=...)``, which asgiref does
-not shut down), under which Django's own context for the request defers to this one.
-A request still has a thread to itself for as long as it runs, as before (concurrent
-requests take different executors; the pool grows as needed), and the thread then
-serves a later request, as a WSGI server's threads do: Django closes or returns the
-request's database connection when the request finishes (``request_finished``), so
-no state carries over but what Django keeps per thread by design. Up to ``keep`` idle
-executors are kept (``ASGI_THREADS``, the size the Procfile gives asgiref's own pool);
-one returned beyond that is shut down. ``close`` closes the idle threads' database
-connections and ends them (a test session before it drops its database).
+not shut down; a context opened inside it, as Django's handler opens one, defers to
+it). The web process runs ``dex.wsgi_bridge`` inside it. A request still has a thread
+to itself for as long as it runs (concurrent requests take different executors; the
+pool grows as needed), and the thread then serves a later request, as a WSGI server's
+threads do: Django closes or returns the request's database connection when the
+request finishes (``request_finished``), so no state carries over but what Django
+keeps per thread by design. Up to ``keep`` idle executors are kept (``ASGI_THREADS``,
+the size the Procfile gives asgiref's own pool); one returned beyond that is shut down.
+``close`` closes the idle threads' database connections and ends them (a test session
+before it drops its database).
 """
 
 from __future__ import annotations

@@ -86,9 +86,10 @@ DATABASES["default"].update(
 DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
     "application_name", env.str("DB_APPLICATION_NAME", default="dex")
 )
-# The web process serves Django under ASGI, where each request's sync code runs in a
-# thread of its own: persistent connections (one per thread) would pile up towards
-# max_connections. So web processes use a psycopg connection pool instead
+# The web process runs each request's sync code on a thread of the request's own
+# (pooled, dex.request_threads, and more made under a burst): persistent connections,
+# one per thread, would pile up towards max_connections. So web processes use a
+# psycopg connection pool instead
 # (DB_POOL_MAX_SIZE > 0, as the Procfile sets it); long-lived single-threaded processes
 # (the matcher, commands, tests) keep one persistent connection.
 DB_POOL_MAX_SIZE = env.int("DB_POOL_MAX_SIZE", default=0)

@@ -9,14 +9,15 @@ import datetime as dt
 import io
 import itertools
 from decimal import Decimal
+from urllib.parse import urlencode
 
 import pytest
-from asgiref.sync import async_to_sync
+from django.conf import settings
 from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 from django.db import connection
 from django.http import StreamingHttpResponse
-from django.test import AsyncClient
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
@@ -32,12 +33,14 @@ from compliance.reports import (
     surveillance_summary_rows,
     trade_report,
 )
+from dex.asgi import application
 from exchange.models import Order, Side
 from exchange.services.archiving import orders_archive
 from portfolio.models import Balance
 from portfolio.services.vault import withdrawal_request
 from tests.factories import AccountFactory, MarketFactory, OrderFactory
 from tests.portfolio import sim
+from tests.serve import http_scope, serve_once
 from tests.trades import trade_at
 
 D = Decimal
@@ -543,22 +546,33 @@ def test_the_surveillance_summary_page_shows_the_periods_alerts(client, officer,
 
 
 @pytest.mark.django_db(transaction=True)
-def test_an_export_under_asgi_streams_from_the_request_thread(officer, market):
+def test_an_export_served_by_the_web_process_streams_from_the_request_thread(officer, market):
+    """Through ``dex.asgi.application``, as uvicorn serves it: the CSV is produced on the
+    request's thread (its server-side cursor lives there) and sent as it is produced."""
     trades = [trade_at(market, "100.00", "1", minutes(n)) for n in range(3)]
-    client = AsyncClient()
+    client = Client()
     client.force_login(officer)
+    csrf = "c" * 32
+    cookie = f"{settings.SESSION_COOKIE_NAME}={client.cookies[settings.SESSION_COOKIE_NAME].value}"
+    body = urlencode({"trades-start": "2026-03-02", "trades-end": "2026-03-03"}).encode()
+    path = reverse("compliance_reports:export", args=["trades"])
+    scope = http_scope(
+        "POST",
+        path,
+        headers=[
+            (b"cookie", f"{cookie}; csrftoken={csrf}".encode()),
+            (b"x-csrftoken", csrf.encode()),
+            (b"content-type", b"application/x-www-form-urlencoded"),
+            (b"content-length", str(len(body)).encode()),
+        ],
+    )
+    sent = serve_once(application, scope, body)
 
-    async def download() -> tuple[StreamingHttpResponse, bytes]:
-        response = await client.post(
-            reverse("compliance_reports:export", args=["trades"]),
-            {"trades-start": "2026-03-02", "trades-end": "2026-03-03"},
-        )
-        return response, b"".join([chunk async for chunk in response.streaming_content])
-
-    response, body = async_to_sync(download)()
-
-    assert response.is_async
-    rows = parse_csv(body)
+    start, *chunks = sent
+    assert start["status"] == 200
+    assert (b"content-type", b"text/csv; charset=utf-8") in start["headers"]
+    assert [c.get("more_body", False) for c in chunks] == [True] * (len(chunks) - 1) + [False]
+    rows = parse_csv(b"".join(c["body"] for c in chunks))
     assert [int(r[0]) for r in rows[1:]] == [t.pk for t in trades]
     assert AuditEvent.objects.filter(action="report.export").count() == 1
 
