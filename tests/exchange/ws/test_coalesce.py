@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from exchange.matcher.publish import encode
 from exchange.streams_hub import coalesce
+from tests.exchange.ws.conftest import delta as book_delta
 
 SYMBOL = "ETH-USDC"
 PRICES = ["99.00", "99.50", "100.00", "100.50", "101.00"]
@@ -19,14 +20,7 @@ def message(event: dict) -> tuple[dict, str]:
 
 
 def delta(first: int, sequence: int, bids=(), asks=()) -> dict:
-    return {
-        "type": "book.delta",
-        "symbol": SYMBOL,
-        "first_sequence": first,
-        "sequence": sequence,
-        "bids": [list(level) for level in bids],
-        "asks": [list(level) for level in asks],
-    }
+    return book_delta(SYMBOL, first, sequence, bids, asks)
 
 
 def trades(*ids: int, batch: int = 0) -> dict:
