@@ -4,8 +4,8 @@ The API, the admin and the pages are synchronous Django. Django's ASGI handler r
 them as an async application: request signals, the middleware chain and the view each
 cross between the event loop and the request's thread (``sync_to_async`` into the
 chain, ``async_to_sync`` back out of it to the async core, ``sync_to_async`` again for
-the view, once more to close the response), about 0.4 ms of CPU a request before any
-view code runs (``bench/request_path.py``). ``WsgiBridge`` instead reads the request
+the view, once more to close the response): 0.6 to 1.1 ms more CPU for a small API
+request than this bridge spends (``bench/request_path.py``). ``WsgiBridge`` reads the request
 body on the event loop, then runs Django's WSGI handler, whole, on the request's thread
 (one ``sync_to_async``: the pooled thread ``dex.request_threads`` gives the request),
 and sends the response from the event loop. The same middleware, views and signals run;
@@ -20,6 +20,9 @@ they see a ``WSGIRequest``.
   memory up to ``FILE_UPLOAD_MAX_MEMORY_SIZE``, then in a temporary file);
   ``CONTENT_LENGTH`` is what arrived, so a chunked request's body reaches the view.
   ``RequestBodyLimit`` in front refuses oversized API bodies before any of this.
+- A header whose name has an underscore is dropped: in the environ it would be the
+  same key as the one with a hyphen (``X-Api_Key`` as ``X-API-Key``), so a client could
+  pass one off as the other (WSGI servers drop them too).
 - A client that goes away before its body has arrived gets nothing and runs nothing.
   One that goes away later is not noticed until its response is sent (as a WSGI server
   behaves).
@@ -61,6 +64,8 @@ def _environ(scope: dict, body, length: int) -> dict:
         environ["REMOTE_ADDR"] = scope["client"][0]
         environ["REMOTE_PORT"] = str(scope["client"][1])
     for raw_name, raw_value in scope.get("headers", ()):
+        if b"_" in raw_name:
+            continue  # it would pass for the header with a hyphen
         name = raw_name.decode("latin1").upper().replace("-", "_")
         if name == "CONTENT_LENGTH":
             continue  # what arrived counts

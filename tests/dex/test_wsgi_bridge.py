@@ -115,7 +115,8 @@ def test_a_streaming_response_is_sent_chunk_by_chunk_from_the_request_thread():
         return response
 
     served = RequestThreads(WsgiBridge(app), keep=1)
-    scope = http_scope("GET", "/x", query=b"q=1", headers=[(b"x-twice", b"1"), (b"x-twice", b"2")])
+    headers = [(b"x-twice", b"1"), (b"x-twice", b"2"), (b"x_twice", b"3"), (b"x_api_key", b"k")]
+    scope = http_scope("GET", "/x", query=b"q=1", headers=headers)
     start, *bodies = serve_once(served, scope)
 
     assert start == {
@@ -129,5 +130,6 @@ def test_a_streaming_response_is_sent_chunk_by_chunk_from_the_request_thread():
     assert response.closed_on == response.threads[0] != threading.get_ident()
     (environ,) = environs
     assert (environ["PATH_INFO"], environ["QUERY_STRING"]) == ("/x", "q=1")
-    assert environ["HTTP_X_TWICE"] == "1,2"
+    assert environ["HTTP_X_TWICE"] == "1,2"  # the underscored ones are dropped
+    assert "HTTP_X_API_KEY" not in environ
     assert (environ["REMOTE_ADDR"], environ["CONTENT_LENGTH"]) == ("127.0.0.1", "0")
