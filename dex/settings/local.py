@@ -1,8 +1,6 @@
 """A developer's machine: ``make run``. DEBUG defaults to on; static files are served
 straight from the apps so no collectstatic step is needed."""
 
-import warnings
-
 from dex.logging import logging_config
 from dex.settings.base import *  # noqa: F403
 from dex.settings.base import env
@@ -14,12 +12,6 @@ STORAGES["staticfiles"] = {  # noqa: F405
     "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
 }
 DEMO_DATA_ALLOWED = env.bool("DEMO_DATA_ALLOWED", default=True)
-
-# WhiteNoise serves static files with a synchronous iterator; under ASGI Django warns
-# on every file. Harmless here; in production the reverse proxy or a CDN serves /static/.
-warnings.filterwarnings(
-    "ignore", message="StreamingHttpResponse must consume synchronous iterators"
-)
 
 # Text logs at a developer's terminal; LOG_FORMAT=json to see what production writes.
 LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
