@@ -1047,10 +1047,17 @@ class OrderCommand(FastLoad, models.Model):
         ]
         indexes = [
             # The matcher's "what is left to do" query: pending rows only, in id order.
+            # Keyed by id first, so that its order is the journal's (the planner costs
+            # its heap reads as the primary key's) and each row's market is checked in
+            # the index: whatever the statistics say, reading it costs less than
+            # walking the primary key and filtering. Keyed by market first, statistics
+            # taken while a backlog was pending (autovacuum has not run since) made the
+            # planner walk the whole journal by primary key for every batch once the
+            # backlog was done: 130 ms a batch on a million commands.
             models.Index(
-                fields=["market", "id"],
+                fields=["id", "market"],
                 condition=Q(status=CommandStatus.PENDING),
-                name="ordercommand_pending_idx",
+                name="ordercommand_pending_by_id",
             ),
         ]
         triggers = [

@@ -20,7 +20,7 @@ from exchange.services.orders import (
 )
 from portfolio.models import LedgerAccount, LedgerAccountKind
 from portfolio.reconciliation import ledger_check
-from tests.factories import AccountFactory, place_order
+from tests.factories import AccountFactory, MarketFactory, place_order
 from tests.portfolio import sim
 
 D = Decimal
@@ -244,6 +244,57 @@ def test_a_command_that_commits_late_is_never_skipped(market, buyer, seller):
     assert cancel.sequence > place_later.sequence  # applied in the order it became visible
     assert refreshed(bid)[0].status == "CANCELLED"
     assert ledger_check() == []
+
+
+def test_pending_commands_are_read_by_their_index_after_a_backlog(market):
+    """Statistics taken while a backlog was pending, then the backlog done and nothing
+    analysed since (autovacuum has not come round): the matcher's query still reads the
+    pending-command index, not the whole journal by primary key."""
+    from exchange.matcher.market import _PENDING
+
+    other = MarketFactory(quote=market.quote)
+    commands = (
+        "INSERT INTO exchange_ordercommand (market_id, kind, payload, status, created_at)"
+        " SELECT CASE WHEN n %% 2 = 0 THEN %s ELSE %s END, 'RESUME', '{}', 'PENDING', now()"
+        "   FROM generate_series(1, %s) AS n"
+    )
+    # Done in id order, as the matcher does it (a command's sequence: its id here).
+    done = (
+        "UPDATE exchange_ordercommand SET status = 'DONE', sequence = id,"
+        "       processed_at = now(), result = '{}' WHERE status = 'PENDING'"
+    )
+    with connection.cursor() as cursor:
+        # Two markets' journal, most of it done, then a backlog, analysed as it stood;
+        # written without the tables' triggers (a NOTIFY a row made this take seconds):
+        # what the planner sees is the same.
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        cursor.execute(commands, [market.pk, other.pk, 40_000])
+        cursor.execute(done)
+        cursor.execute(commands, [market.pk, other.pk, 10_000])
+        cursor.execute("ANALYZE exchange_ordercommand")
+        cursor.execute(done)
+        cursor.execute("SET LOCAL session_replication_role = origin")
+        cursor.execute(commands, [market.pk, other.pk, 4])
+        cursor.execute("EXPLAIN " + _PENDING, [market.pk, 500])
+        plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "ordercommand_pending_by_id" in plan, plan
+    assert "exchange_ordercommand_pkey" not in plan, plan
+    pending = MarketMatcher(market).pending(500)
+    assert [(c.market_id, c.status) for c in pending] == [(market.pk, "PENDING")] * 2
+    assert pending[0].pk < pending[1].pk
+
+
+def test_the_journal_is_analysed_and_vacuumed_after_a_fixed_number_of_changes():
+    """Not after a fraction of it: a long journal would wait millions of commands."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT reloptions FROM pg_class WHERE relname = 'exchange_ordercommand'")
+        options = dict(option.split("=") for option in cursor.fetchone()[0])
+    assert options == {
+        "autovacuum_analyze_scale_factor": "0",
+        "autovacuum_analyze_threshold": "1000",
+        "autovacuum_vacuum_scale_factor": "0",
+        "autovacuum_vacuum_threshold": "1000",
+    }
 
 
 def test_every_trader_sees_the_fills_of_many_orders(market, matcher):
