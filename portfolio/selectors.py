@@ -50,11 +50,25 @@ class FeeRates:
     tier: FeeTier | None = None
 
 
-def account_volume_30d(*, account: Account, quote_id: int) -> Decimal:
+# Every order placement in a market whose quote has fee tiers reads it: one sum, written
+# once (the windows of ``user_trading_statistics`` through the ORM cost ~0.6 ms a call).
+_VOLUME_30D = (
+    f"SELECT COALESCE(SUM(s.quote_volume), 0) FROM {TradingStats._meta.db_table} AS s"
+    f" JOIN {Market._meta.db_table} AS m ON m.id = s.market_id"
+    " WHERE s.account_id = %s AND m.quote_id = %s AND s.day BETWEEN %s AND %s"
+)
+
+
+def account_volume_30d(*, account: Account, quote_id: int, today: dt.date | None = None) -> Decimal:
     """Notional the trader traded in markets quoted in ``quote_id`` over the last 30
     UTC days, today included: the sum of the last 30 daily ``TradingStats`` rows (the
-    window moves a day at a time, not by the second as a sum over raw trades did)."""
-    return user_trading_statistics(account=account, quote_id=quote_id).d30.quote_volume
+    window moves a day at a time, not by the second as a sum over raw trades did) —
+    ``user_trading_statistics(...).d30.quote_volume``."""
+    today = today or timezone.now().astimezone(dt.UTC).date()
+    since = today - dt.timedelta(days=FEE_VOLUME_DAYS - 1)
+    with connection.cursor() as cursor:
+        cursor.execute(_VOLUME_30D, [account.pk, quote_id, since, today])
+        return cursor.fetchone()[0]
 
 
 _TIER = ModelRows(FeeTier, "t")

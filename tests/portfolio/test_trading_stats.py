@@ -98,6 +98,11 @@ def test_windows_sum_the_last_n_daily_rows(market, trader):
     assert stats.d30.quote_volume == D(11_111)
     assert (stats.d30.trade_count, stats.d30.taker_count, stats.d30.maker_count) == (10, 10, 0)
     assert stats.d30.fees_paid == D("2.5")
+    # What fee tiers read: the same 30-day window, summed on its own.
+    assert account_volume_30d(account=trader, quote_id=market.quote_id, today=today) == D(11_111)
+    assert account_volume_30d(
+        account=trader, quote_id=market.quote_id, today=today - dt.timedelta(days=1)
+    ) == D(111_110)
 
 
 def test_windows_are_per_quote_asset(market, trader):
