@@ -72,9 +72,11 @@ def account_volume_30d(*, account: Account, quote_id: int, today: dt.date | None
 
 
 _TIER = ModelRows(FeeTier, "t")
-# Every order placement reads these: written once, not compiled per request.
+# Every order placement reads these: written once, not compiled per request. The
+# trader's 30-day volume rides along (summed once, and only when the quote has tiers):
+# one round trip, not two.
 _TIERS_OF_QUOTE = (
-    f"SELECT {_TIER.columns} FROM {FeeTier._meta.db_table} AS t"
+    f"SELECT {_TIER.columns}, ({_VOLUME_30D}) FROM {FeeTier._meta.db_table} AS t"
     " WHERE t.quote_id = %s ORDER BY t.min_volume_30d DESC"
 )
 
@@ -83,10 +85,17 @@ def fee_rates_for(*, account: Account, market: Market) -> FeeRates:
     """The maker and taker rates ``account`` pays in ``market``: the market's own, or
     its volume tier's where those are lower. The 30-day volume is only summed when the
     quote asset has tiers at all."""
-    tiers = _TIER.fetch_all(connection, _TIERS_OF_QUOTE, [market.quote_id])
-    if not tiers:
+    today = timezone.now().astimezone(dt.UTC).date()
+    since = today - dt.timedelta(days=FEE_VOLUME_DAYS - 1)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _TIERS_OF_QUOTE, [account.pk, market.quote_id, since, today, market.quote_id]
+        )
+        rows = cursor.fetchall()
+    if not rows:
         return FeeRates(market.maker_fee_rate, market.taker_fee_rate)
-    volume = account_volume_30d(account=account, quote_id=market.quote_id)
+    volume = rows[0][-1]
+    tiers = [_TIER.build(row, connection) for row in rows]
     tier = next((t for t in tiers if t.min_volume_30d <= volume), None)
     if tier is None:
         return FeeRates(market.maker_fee_rate, market.taker_fee_rate)

@@ -22,7 +22,7 @@ from portfolio.holds import (
     order_hold_asset_id,
     order_hold_required,
 )
-from portfolio.lock_objects import ledger_accounts_lock
+from portfolio.lock_objects import ledger_accounts_lock, trader_accounts_lock
 from portfolio.models import (
     LedgerAccount,
     LedgerAccountKind,
@@ -118,6 +118,22 @@ def ledger_accounts_lock_keys(
     account, once created, keeps its id and key forever): keys found there are not
     looked up, and the ids of the others are added to it."""
     wanted = set(keys)
+    if known is None and all(
+        owner is not None and market is None for _, _, owner, market in wanted
+    ):
+        # A trader's accounts (an order placement's two): locked by key in one round
+        # trip; any not yet created are created and locked after them (their ids are
+        # newer, so the locks are still taken in primary-key order).
+        locked = {
+            (a.kind, a.asset_id, a.owner_id, None): a
+            for a in trader_accounts_lock(key[:3] for key in wanted)
+        }
+        missing = wanted - locked.keys()
+        if missing:
+            created = ledger_accounts_ensure(missing)
+            by_id = ledger_accounts_lock(created.values())
+            locked.update((key, by_id[pk]) for key, pk in created.items())
+        return locked
     if known is None:
         ids = ledger_accounts_ensure(wanted)
     else:
@@ -155,33 +171,50 @@ class Entry:
     adjustment_id: int | None = None
 
 
-# One INSERT per table for a whole batch, its columns passed as arrays: Django's
-# bulk_create compiled each value separately and cost half of a matcher batch.
-_TRANSACTIONS_INSERT = """
-INSERT INTO portfolio_ledgertransaction
-       (kind, idempotency_key, description, order_id, trade_id, vault_operation_id,
-        adjustment_id)
-SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],
-                     %s::bigint[], %s::bigint[])
-RETURNING id, idempotency_key
-"""
-_POSTINGS_INSERT = """
-INSERT INTO portfolio_posting (transaction_id, ledger_account_id, amount, order_id)
-SELECT * FROM unnest(%s::bigint[], %s::bigint[], %s::numeric[], %s::bigint[])
+# One INSERT per table for a whole batch, its columns passed as arrays (Django's
+# bulk_create compiled each value separately and cost half of a matcher batch), both in
+# one statement: each posting finds its transaction by the idempotency key, so the ids
+# need no round trip back to Python first. Postings go in in the order of their legs;
+# each table's statement triggers run once the whole statement is done, seeing both.
+_ENTRIES_INSERT = """
+WITH t AS (
+    INSERT INTO portfolio_ledgertransaction
+           (kind, idempotency_key, description, order_id, trade_id, vault_operation_id,
+            adjustment_id)
+    SELECT * FROM unnest(%s::text[], %s::text[], %s::text[], %s::bigint[], %s::bigint[],
+                         %s::bigint[], %s::bigint[])
+    RETURNING id, idempotency_key
+), p AS (
+    INSERT INTO portfolio_posting (transaction_id, ledger_account_id, amount, order_id)
+    SELECT t.id, v.account, v.amount, v.order_id
+      FROM unnest(%s::text[], %s::bigint[], %s::numeric[], %s::bigint[])
+           WITH ORDINALITY AS v(key, account, amount, order_id, n)
+      JOIN t ON t.idempotency_key = v.key
+     ORDER BY v.n
+)
+SELECT id, idempotency_key FROM t
 """
 
 
 def entries_post(entries: Sequence[Entry]) -> Sequence[LedgerTransaction]:
-    """Write ``entries`` (skipping zero legs): one insert of ledger transactions, one of
-    postings. Call inside a transaction holding the locks on every leg's account; the
-    caller has already dropped entries whose idempotency key was posted before.
-    PostgreSQL checks at commit that each balances per asset, and refuses any balance
-    that would go negative."""
+    """Write ``entries`` (skipping zero legs): one statement inserting the ledger
+    transactions and their postings. Call inside a transaction holding the locks on
+    every leg's account; the caller has already dropped entries whose idempotency key
+    was posted before. PostgreSQL checks at commit that each balances per asset, and
+    refuses any balance that would go negative."""
     if not entries:
         return ()
+    postings: tuple[list, list, list, list] = ([], [], [], [])
+    for entry in entries:
+        for leg in entry.legs:
+            if leg.amount:
+                postings[0].append(entry.idempotency_key)
+                postings[1].append(leg.account.pk)
+                postings[2].append(leg.amount)
+                postings[3].append(leg.order_id)
     with connection.cursor() as cursor:
         cursor.execute(
-            _TRANSACTIONS_INSERT,
+            _ENTRIES_INSERT,
             [
                 sql_array(e.kind for e in entries),
                 sql_array(e.idempotency_key for e in entries),
@@ -190,19 +223,13 @@ def entries_post(entries: Sequence[Entry]) -> Sequence[LedgerTransaction]:
                 sql_array(e.trade_id for e in entries),
                 sql_array(e.vault_operation_id for e in entries),
                 sql_array(e.adjustment_id for e in entries),
+                *(sql_array(column) for column in postings),
             ],
         )
         ids = {key: pk for pk, key in cursor.fetchall()}
-        postings: tuple[list, list, list, list] = ([], [], [], [])
-        for entry in entries:
-            for leg in entry.legs:
-                if leg.amount:
-                    postings[0].append(ids[entry.idempotency_key])
-                    postings[1].append(leg.account.pk)
-                    postings[2].append(leg.amount)
-                    postings[3].append(leg.order_id)
-                    leg.account.balance += leg.amount  # keep the locked copy current
-        cursor.execute(_POSTINGS_INSERT, [sql_array(column) for column in postings])
+    for entry in entries:
+        for leg in entry.legs:
+            leg.account.balance += leg.amount  # keep the locked copy current
     return Posted(entries, ids)
 
 
@@ -379,7 +406,9 @@ def _asset_symbol(order: Order) -> str:
     return market.quote.symbol if order.side == Side.BUY else market.base.symbol
 
 
-@transaction.atomic
+# Without a savepoint of its own (two round trips for every order placed): a failure
+# here is the caller's transaction's failure, and a refusal writes nothing to undo.
+@transaction.atomic(savepoint=False)
 def hold_place(
     *, order: Order, cause: str = "placed", fresh: bool = False
 ) -> LedgerTransaction | None:
