@@ -26,31 +26,22 @@ def ledger_accounts_lock(ids: Iterable[int]) -> dict[int, LedgerAccount]:
     return {account.pk: account for account in accounts}
 
 
-# Traders' accounts found and locked by their keys in one statement: an order placement
-# takes its two accounts' locks without first asking for their ids.
+# One trader's accounts in one asset (an order placement's available and held) found
+# and locked by their keys in one statement, without first asking for their ids: half
+# the PostgreSQL time of the two (a join to the keys unnested cost more than both).
 _TRADER_ACCOUNTS_LOCK = (
     f"SELECT {_ACCOUNTS.columns} FROM {LedgerAccount._meta.db_table} AS a"
-    " JOIN unnest(%s::text[], %s::bigint[], %s::bigint[]) AS k(kind, asset_id, owner_id)"
-    "   ON a.kind = k.kind AND a.asset_id = k.asset_id AND a.owner_id = k.owner_id"
-    "  AND a.market_id IS NULL"
+    " WHERE a.kind = ANY(%s::text[]) AND a.asset_id = %s AND a.owner_id = %s"
+    "   AND a.market_id IS NULL"
     " ORDER BY a.id FOR UPDATE OF a"
 )
 
 
-def trader_accounts_lock(keys: Iterable[tuple[str, int, int]]) -> list[LedgerAccount]:
-    """Lock the traders' accounts of ``keys`` (kind, asset, owner) that exist, in
-    primary-key order; a key without an account is left out."""
-    kinds, assets, owners = [], [], []
-    for kind, asset, owner in keys:
-        kinds.append(kind)
-        assets.append(asset)
-        owners.append(owner)
-    if not kinds:
-        return []
+def trader_accounts_lock(kinds: Iterable[str], asset_id: int, owner_id: int) -> list[LedgerAccount]:
+    """Lock ``owner_id``'s accounts of ``kinds`` in ``asset_id`` that exist, in
+    primary-key order; a kind without an account is left out."""
     return _ACCOUNTS.fetch_all(
-        connection,
-        _TRADER_ACCOUNTS_LOCK,
-        [sql_array(kinds), sql_array(assets), sql_array(owners)],
+        connection, _TRADER_ACCOUNTS_LOCK, [sql_array(set(kinds)), asset_id, owner_id]
     )
 
 

@@ -118,22 +118,22 @@ def ledger_accounts_lock_keys(
     account, once created, keeps its id and key forever): keys found there are not
     looked up, and the ids of the others are added to it."""
     wanted = set(keys)
-    if known is None and all(
-        owner is not None and market is None for _, _, owner, market in wanted
-    ):
-        # A trader's accounts (an order placement's two): locked by key in one round
-        # trip; any not yet created are created and locked after them (their ids are
-        # newer, so the locks are still taken in primary-key order).
-        locked = {
-            (a.kind, a.asset_id, a.owner_id, None): a
-            for a in trader_accounts_lock(key[:3] for key in wanted)
-        }
-        missing = wanted - locked.keys()
-        if missing:
-            created = ledger_accounts_ensure(missing)
-            by_id = ledger_accounts_lock(created.values())
-            locked.update((key, by_id[pk]) for key, pk in created.items())
-        return locked
+    if known is None and len({(asset, owner, market) for _, asset, owner, market in wanted}) == 1:
+        # One trader's accounts in one asset (an order placement's two): locked by key
+        # in one round trip; any not yet created are created and locked after them
+        # (their ids are newer, so the locks are still taken in primary-key order).
+        _, asset, owner, market = next(iter(wanted))
+        if owner is not None and market is None:
+            locked = {
+                (a.kind, a.asset_id, a.owner_id, None): a
+                for a in trader_accounts_lock((k[0] for k in wanted), asset, owner)
+            }
+            missing = wanted - locked.keys()
+            if missing:
+                created = ledger_accounts_ensure(missing)
+                by_id = ledger_accounts_lock(created.values())
+                locked.update((key, by_id[pk]) for key, pk in created.items())
+            return locked
     if known is None:
         ids = ledger_accounts_ensure(wanted)
     else:

@@ -120,6 +120,37 @@ def test_orders_held_together_are_checked_together(market, buyer):
         sim.cancel(order)
 
 
+def test_a_traders_accounts_are_locked_by_key_and_made_when_missing(market, buyer):
+    """What a placement locks: the trader's available and held account in one asset,
+    found by key, or created first when the trader never held that asset."""
+    from django.db import transaction
+
+    from portfolio.services.ledger import ledger_accounts_lock_keys, trader_account_key
+
+    A, H = LedgerAccountKind.AVAILABLE, LedgerAccountKind.HELD
+    quote = [trader_account_key(kind, market.quote_id, buyer.pk) for kind in (A, H)]
+    base = [trader_account_key(kind, market.base_id, buyer.pk) for kind in (A, H)]
+    # The buyer was funded in the quote (an available account) and never held any.
+    available = LedgerAccount.objects.get(owner=buyer, asset=market.quote, kind=A)
+    assert not LedgerAccount.objects.filter(owner=buyer, kind=H).exists()
+    never = AccountFactory()
+    fresh = [trader_account_key(kind, market.base_id, never.pk) for kind in (A, H)]
+    with transaction.atomic():
+        locked = ledger_accounts_lock_keys(quote)  # one found, one made
+        assert sorted(locked) == sorted(quote)
+        assert (locked[quote[0]].pk, locked[quote[0]].balance) == (
+            available.pk,
+            available.balance,
+        )
+        assert (locked[quote[1]].kind, locked[quote[1]].balance) == (H, 0)
+        made = ledger_accounts_lock_keys(fresh)
+        assert sorted(made) == sorted(fresh)
+        assert all(a.balance == 0 and a.owner_id == never.pk for a in made.values())
+        both = ledger_accounts_lock_keys(quote + base)  # two assets: looked up, then locked
+        assert sorted(both) == sorted(quote + base)
+        assert [both[k].pk for k in quote] == [locked[k].pk for k in quote]
+
+
 def test_cancelling_releases_everything_held(market, buyer):
     order = sim.place(buyer, market, Side.BUY, "2", "101")
     sim.cancel(order)
