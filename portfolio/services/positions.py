@@ -159,6 +159,11 @@ SELECT *, now()
    SET {", ".join(f"{c} = portfolio_tradingstats.{c} + EXCLUDED.{c}" for c in _STATS_COLUMNS)},
        updated_at = now()
 """
+# Both upserts in one statement (one round trip of the matcher's batch, not two): they
+# write different tables, and only the positions' answer is read.
+_POSITIONS_AND_STATS_UPSERT = (
+    f"WITH p AS ({_POSITIONS_UPSERT}), s AS ({_STATS_UPSERT}) SELECT * FROM p"
+)
 
 
 def positions_apply(*, trades: Sequence[Trade]) -> None:
@@ -189,8 +194,9 @@ def positions_apply(*, trades: Sequence[Trade]) -> None:
         stats = _positions_move(trades, positions)
 
         rows = [(*key, positions[key]) for key in ordered]
+        days = sorted(stats)
         cursor.execute(
-            _POSITIONS_UPSERT,
+            _POSITIONS_AND_STATS_UPSERT,
             [
                 sql_array(r[0] for r in rows),
                 sql_array(r[1] for r in rows),
@@ -202,6 +208,10 @@ def positions_apply(*, trades: Sequence[Trade]) -> None:
                 sql_array(r[3].fees_paid for r in rows),
                 sql_array(r[3].excess_sold for r in rows),
                 sql_array(r[3].trade_count for r in rows),
+                sql_array(k[0] for k in days),
+                sql_array(k[1] for k in days),
+                sql_array(k[2] for k in days),
+                *(sql_array(getattr(stats[k], c) for k in days) for c in _STATS_COLUMNS),
             ],
         )
         for account, asset, quote, inserted in cursor.fetchall():
@@ -210,17 +220,6 @@ def positions_apply(*, trades: Sequence[Trade]) -> None:
                     f"position of account {account} in asset {asset}/{quote} was created "
                     "by another transaction while this one settled trades"
                 )
-
-        days = sorted(stats)
-        cursor.execute(
-            _STATS_UPSERT,
-            [
-                sql_array(k[0] for k in days),
-                sql_array(k[1] for k in days),
-                sql_array(k[2] for k in days),
-                *(sql_array(getattr(stats[k], c) for k in days) for c in _STATS_COLUMNS),
-            ],
-        )
 
 
 def _positions_move(
