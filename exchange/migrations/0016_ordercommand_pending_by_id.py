@@ -1,17 +1,18 @@
-"""The pending-command index keyed by id, then market (see ``OrderCommand.Meta``), and
-autovacuum for the journal after a fixed number of rows changed.
+"""A second pending-command index, keyed by id, then market (see ``OrderCommand.Meta``),
+and autovacuum for the journal after a fixed number of rows changed.
 
-The index is built and dropped concurrently: the journal is the platform's longest
-table, and a plain CREATE INDEX would hold every order placement back while it reads all
-of it. Autovacuum's defaults wait for a fraction of the table (10% changed to analyse,
-20% dead to vacuum): on a journal of ten million commands that is a million done before
-its statistics learn that a backlog is gone, or its pending-command index is cleared of
+The index is built concurrently: the journal is the platform's longest table, and a
+plain CREATE INDEX would hold every order placement back while it reads all of it.
+
+Autovacuum's defaults wait for a fraction of the table (10% changed to analyse, 20% dead
+to vacuum): on a journal of ten million commands that is a million done before its
+statistics learn that a backlog is gone, or its pending-command indexes are cleared of
 the dead entries the backlog left. With a fixed 1,000 rows and no fraction, a busy
 journal is analysed and vacuumed on each of autovacuum's rounds (a minute apart by
 default), and a small one as often as before.
 """
 
-from django.contrib.postgres.operations import AddIndexConcurrently, RemoveIndexConcurrently
+from django.contrib.postgres.operations import AddIndexConcurrently
 from django.db import migrations, models
 
 
@@ -30,10 +31,6 @@ class Migration(migrations.Migration):
                 fields=["id", "market"],
                 name="ordercommand_pending_by_id",
             ),
-        ),
-        RemoveIndexConcurrently(
-            model_name="ordercommand",
-            name="ordercommand_pending_idx",
         ),
         migrations.RunSQL(
             "ALTER TABLE exchange_ordercommand SET ("

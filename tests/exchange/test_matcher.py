@@ -277,11 +277,20 @@ def test_pending_commands_are_read_by_their_index_after_a_backlog(market):
         cursor.execute(commands, [market.pk, other.pk, 4])
         cursor.execute("EXPLAIN " + _PENDING, [market.pk, 500])
         plan = "\n".join(row[0] for row in cursor.fetchall())
-    assert "ordercommand_pending_by_id" in plan, plan
+        # A quiet market (the matcher asks for each it owns on every round) reads only
+        # its own entries: none, not every other market's.
+        quiet = MarketFactory(quote=market.quote)
+        cursor.execute("EXPLAIN " + _PENDING, [quiet.pk, 500])
+        quiet_plan = "\n".join(row[0] for row in cursor.fetchall())
+    assert "ordercommand_pending_" in plan, plan
     assert "exchange_ordercommand_pkey" not in plan, plan
+    assert f"Index Cond: (market_id = {quiet.pk})" in quiet_plan, quiet_plan
+    assert "ordercommand_pending_by_id" not in quiet_plan, quiet_plan
+    assert "exchange_ordercommand_pkey" not in quiet_plan, quiet_plan
     pending = MarketMatcher(market).pending(500)
     assert [(c.market_id, c.status) for c in pending] == [(market.pk, "PENDING")] * 2
     assert pending[0].pk < pending[1].pk
+    assert MarketMatcher(quiet).pending(500) == []
 
 
 def test_the_journal_is_analysed_and_vacuumed_after_a_fixed_number_of_changes():
