@@ -191,8 +191,9 @@ WITH t AS (
            WITH ORDINALITY AS v(key, account, amount, order_id, n)
       JOIN t ON t.idempotency_key = v.key
      ORDER BY v.n
+    RETURNING 1
 )
-SELECT id, idempotency_key FROM t
+SELECT id, idempotency_key, (SELECT count(*) FROM p) FROM t
 """
 
 
@@ -226,7 +227,12 @@ def entries_post(entries: Sequence[Entry]) -> Sequence[LedgerTransaction]:
                 *(sql_array(column) for column in postings),
             ],
         )
-        ids = {key: pk for pk, key in cursor.fetchall()}
+        rows = cursor.fetchall()
+    # Every leg found its transaction (a posting that did not would be lost without a
+    # trace: a transaction with no postings balances).
+    if rows[0][2] != len(postings[0]):
+        raise LedgerError(f"{rows[0][2]} postings written of {len(postings[0])}")
+    ids = {key: pk for pk, key, _ in rows}
     for entry in entries:
         for leg in entry.legs:
             leg.account.balance += leg.amount  # keep the locked copy current

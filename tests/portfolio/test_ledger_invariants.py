@@ -301,3 +301,28 @@ def test_a_queued_balance_check_cannot_be_removed_or_changed(quote):
             post("DEPOSIT", "dodge", (vault, "-100"), (available, "99"))
             sql(statement)  # dodging the check queued by the line above
     assert not LedgerTransaction.objects.exists()
+
+
+@pytest.mark.django_db
+def test_entries_post_refuses_to_go_on_when_a_posting_did_not_find_its_transaction(
+    quote, monkeypatch
+):
+    """A ledger transaction and its postings are written by one statement, each posting
+    finding its transaction by key; one that did not would vanish without an error
+    there, so ``entries_post`` counts them."""
+    from portfolio.services import ledger
+
+    available, vault = accounts(quote, AccountFactory())
+    entry = ledger.Entry(
+        kind="DEPOSIT",
+        idempotency_key="chain:0xdef:1",
+        legs=[ledger.Leg(vault, D("-5")), ledger.Leg(available, D("5"))],
+    )
+    dropping = ledger._ENTRIES_INSERT.replace(
+        "JOIN t ON t.idempotency_key = v.key", "JOIN t ON t.idempotency_key = v.key AND v.n = 1"
+    )
+    assert dropping != ledger._ENTRIES_INSERT
+    monkeypatch.setattr(ledger, "_ENTRIES_INSERT", dropping)
+    with pytest.raises(ledger.LedgerError, match="1 postings written of 2"), transaction.atomic():
+        ledger.entries_post([entry])
+    assert not LedgerTransaction.objects.filter(idempotency_key="chain:0xdef:1").exists()
