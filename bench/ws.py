@@ -450,8 +450,8 @@ def simulate(rate: float, seed: int) -> None:
     """The demo simulator on ``MARKET`` at ``rate`` steps a second, its orders placed
     with ``order_place`` rather than signed and verified (EIP-712 signing and signer
     recovery, ~0.6 ms of CPU a step, are the load's cost, not the streams'). The rest is
-    the services' path: validation, holds,
-    the order, its command and the matcher's wake-up."""
+    the services' path: validation, holds, the order, its command and the matcher's
+    wake-up."""
     import django
 
     django.setup()
