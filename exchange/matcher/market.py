@@ -471,17 +471,13 @@ class _Batch:
         # Release what finished, decremented or amended-down orders no longer need.
         held = order_holds(o.pk for o in changed)
         excess = [o for o in changed if order_hold_required(o) != held.get(o.pk, ZERO)]
+        # Finished orders' releases are "final"; the others' name the batch. One call:
+        # one look for what was posted before, one insert.
+        batch = f"seq:{self.m.sequence}@{self.now_ms}"
         holds_sync_many(
-            [o for o in excess if o.is_terminal],
+            excess,
             kind=TransactionKind.RELEASE,
-            cause="final",
-            accounts=accounts,
-            current=held,
-        )
-        holds_sync_many(
-            [o for o in excess if not o.is_terminal],
-            kind=TransactionKind.RELEASE,
-            cause=f"seq:{self.m.sequence}@{self.now_ms}",
+            cause=lambda o: "final" if o.is_terminal else batch,
             accounts=accounts,
             current=held,
         )

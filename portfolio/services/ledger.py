@@ -8,7 +8,7 @@ join the caller's (the matcher persists a whole batch in one).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -315,7 +315,7 @@ def holds_sync_many(
     orders: Sequence[Order],
     *,
     kind: str,
-    cause: str,
+    cause: str | Callable[[Order], str],
     accounts: dict[AccountKey, LedgerAccount] | None = None,
     current: dict[int, Decimal] | None = None,
     fresh: bool = False,
@@ -323,7 +323,8 @@ def holds_sync_many(
     """Move each order's hold to exactly what it may still cost (``order_hold_required``):
     up for a new or enlarged order (``kind`` HOLD), down for a cancel, an expiry or a
     reduced order (RELEASE). ``cause`` names the event (``placed``, ``amend:<command>``,
-    ``final`` …) and makes the move idempotent: retried, it posts nothing. Raises
+    ``final`` …), or is a function naming each order's, and makes the move idempotent:
+    retried, it posts nothing. Raises
     ``InsufficientFunds`` — posting nothing — when a trader cannot cover an increase.
     Call inside a transaction, with the orders' rows already in their new state.
     ``accounts``: the orders' AVAILABLE and HELD accounts, when the caller has locked
@@ -331,7 +332,8 @@ def holds_sync_many(
     ``order_holds`` returned for the orders, when the caller read it under those locks.
     ``fresh``: the caller created the orders in this transaction, so nothing can have
     been posted or held for them yet (the order service's placement)."""
-    entries_keys = {o.pk: f"order:{o.pk}:{cause}" for o in orders}
+    name = cause if callable(cause) else lambda _: cause
+    entries_keys = {o.pk: f"order:{o.pk}:{name(o)}" for o in orders}
     keys = {
         order.pk: (
             trader_account_key(

@@ -120,6 +120,32 @@ def test_orders_held_together_are_checked_together(market, buyer):
         sim.cancel(order)
 
 
+def test_releases_of_one_call_each_name_their_own_cause(market, buyer):
+    """The matcher releases a batch's finished and reduced orders in one call: the
+    finished ones' moves are "final", the others' name the batch; again, nothing."""
+    from django.utils import timezone
+
+    done, reduced = (sim.place(buyer, market, Side.BUY, "10", "100") for _ in range(2))
+    done.status, done.reason, done.done_at = OrderStatus.CANCELLED, "USER_CANCEL", timezone.now()
+    done.sequence, done.accepted_at = done.pk, timezone.now()
+    done.save()
+    reduced.quantity = reduced.remaining = D("4")
+    reduced.save()
+
+    def cause(order):
+        return "final" if order.is_terminal else "seq:7@1"
+
+    posted = holds_sync_many([done, reduced], kind="RELEASE", cause=cause)
+    assert sorted(t.idempotency_key for t in posted) == sorted(
+        [f"order:{done.pk}:final", f"order:{reduced.pk}:seq:7@1"]
+    )
+    held = order_holds([done.pk, reduced.pk])
+    assert (held.get(done.pk, D(0)), held[reduced.pk]) == (D(0), order_hold_required(reduced))
+    assert sim.balance(buyer, market.quote)[1] == order_hold_required(reduced)
+    assert holds_sync_many([done, reduced], kind="RELEASE", cause=cause) == ()
+    sim.cancel(reduced)
+
+
 def test_a_traders_accounts_are_locked_by_key_and_made_when_missing(market, buyer):
     """What a placement locks: the trader's available and held account in one asset,
     found by key, or created first when the trader never held that asset."""
