@@ -324,8 +324,8 @@ def holds_sync_many(
     up for a new or enlarged order (``kind`` HOLD), down for a cancel, an expiry or a
     reduced order (RELEASE). ``cause`` names the event (``placed``, ``amend:<command>``,
     ``final`` …), or is a function naming each order's, and makes the move idempotent:
-    retried, it posts nothing. Raises
-    ``InsufficientFunds`` — posting nothing — when a trader cannot cover an increase.
+    retried, it posts nothing. Raises ``InsufficientFunds`` — posting nothing — when a
+    trader cannot cover an increase.
     Call inside a transaction, with the orders' rows already in their new state.
     ``accounts``: the orders' AVAILABLE and HELD accounts, when the caller has locked
     them already (the matcher locks a batch's accounts at once); ``current``: what
