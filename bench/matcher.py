@@ -7,6 +7,7 @@
     python bench/matcher.py --sql-breakdown       # the drain's statements, commits and WAL
     python bench/matcher.py --positions-overhead  # drain with and without positions/stats
     python bench/matcher.py --placement-cost 4 --orders 2000   # accepting, as tables grow
+    python bench/matcher.py --service-cost 3 --orders 500      # order_place's own cost
 
 It needs what the platform needs: ``DATABASE_URL``, ``REDIS_URL`` (the matcher
 publishes to Redis) and ``DJANGO_SETTINGS_MODULE`` (default ``dex.settings.local``).
@@ -677,6 +678,36 @@ def placement_cost(workload: Workload, *, rounds: int, requests: int, seed: int)
     desk.close()
 
 
+def service_cost(workload: Workload, *, rounds: int, requests: int) -> None:
+    """What accepting costs through the services themselves (``order_place`` /
+    ``order_cancel``, as the API and the simulator call them), no matcher: per request,
+    the wall time, this process's CPU (Python and the driver) and the CPU of the Django
+    connection's backend process (PostgreSQL on this machine, from /proc)."""
+    from django.db import connection
+
+    workload.send()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid = cursor.fetchone()[0]
+
+    def backend_cpu() -> float:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    print(f"{'round':<6}{'requests':>9}{'wall/req':>11}{'Python/req':>13}{'backend/req':>14}")
+    for number in range(1, rounds + 1):
+        cpu, own, wall = backend_cpu(), time.process_time(), time.perf_counter()
+        for _ in range(requests):
+            workload.send()
+        cpu, own = backend_cpu() - cpu, time.process_time() - own
+        wall = time.perf_counter() - wall
+        print(
+            f"{number:<6}{requests:>9,}{wall / requests * 1000:>8.2f} ms"
+            f"{own / requests * 1000:>10.2f} ms{cpu / requests * 1000:>11.2f} ms",
+            flush=True,
+        )
+
+
 def profiled_drain(workload: Workload, result: Throughput, batch: int, top: int) -> None:
     profiler = cProfile.Profile()
     profiler.runcall(drain, workload, result, batch)
@@ -819,6 +850,13 @@ def main(argv: list[str] | None = None) -> int:
         " CPU per request as the tables grow, and stop",
     )
     parser.add_argument(
+        "--service-cost",
+        type=int,
+        metavar="ROUNDS",
+        help="ROUNDS of --orders requests through order_place/order_cancel, no matcher:"
+        " wall, Python and database CPU per request, and stop",
+    )
+    parser.add_argument(
         "--positions-overhead",
         action="store_true",
         help="drain with and without position/statistics updates, compare, and stop",
@@ -845,6 +883,9 @@ def main(argv: list[str] | None = None) -> int:
             placement_cost(
                 workload, rounds=args.placement_cost, requests=args.orders, seed=args.seed
             )
+            return 0
+        if args.service_cost:
+            service_cost(workload, rounds=args.service_cost, requests=args.orders)
             return 0
         if args.positions_overhead:
             overhead = positions_overhead(workload, args.orders, args.batch)

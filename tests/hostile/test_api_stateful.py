@@ -50,10 +50,12 @@ def app(settings, funded):
 
 
 def aimed(order: dict, market, wallet, rng: random.Random) -> dict:
-    """``order`` in ``market``, half the time on its price and size grid, signed."""
+    """``order`` in ``market``, half the time on its price and size grid with a client
+    order id of its own (so that an aimed order does not hang on the fuzzer's), signed."""
     order = order | {"market": market.symbol}
     if rng.random() < 0.6:
         order |= {
+            "client_order_id": f"st-{rng.randrange(10**12)}",
             "side": rng.choice(["BUY", "SELL"]),
             "type": "LIMIT",
             "price": str(Decimal(rng.randint(9_000, 11_000)) / 100),
