@@ -647,6 +647,12 @@ def positions_overhead(workload: Workload, orders: int, batch: int) -> int:
     return round(overhead, 1)
 
 
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user and system) process ``pid`` has used, read from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def placement_cost(workload: Workload, *, rounds: int, requests: int, seed: int) -> None:
     """The database's cost of accepting requests on ONE long-lived connection, round
     after round, with no matcher (so every order stays and the tables grow): a cost
@@ -658,8 +664,7 @@ def placement_cost(workload: Workload, *, rounds: int, requests: int, seed: int)
     pid = desk.conn.execute("SELECT pg_backend_pid()").fetchone()[0]
 
     def backend_cpu() -> float:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu(pid)
 
     print(
         f"{'round':<6}{'requests':>9}{'orders in table':>17}{'backend CPU/req':>17}{'wall/req':>10}"
@@ -691,8 +696,7 @@ def service_cost(workload: Workload, *, rounds: int, requests: int) -> None:
         pid = cursor.fetchone()[0]
 
     def backend_cpu() -> float:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return process_cpu(pid)
 
     print(f"{'round':<6}{'requests':>9}{'wall/req':>11}{'Python/req':>13}{'backend/req':>14}")
     for number in range(1, rounds + 1):
