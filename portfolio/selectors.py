@@ -59,15 +59,23 @@ _VOLUME_30D = (
 )
 
 
+def _utc_today() -> dt.date:
+    return timezone.now().astimezone(dt.UTC).date()
+
+
+def _fee_window(today: dt.date | None = None) -> tuple[dt.date, dt.date]:
+    """The first and last UTC day fee tiers look at: the last 30, today included."""
+    today = today or _utc_today()
+    return today - dt.timedelta(days=FEE_VOLUME_DAYS - 1), today
+
+
 def account_volume_30d(*, account: Account, quote_id: int, today: dt.date | None = None) -> Decimal:
     """Notional the trader traded in markets quoted in ``quote_id`` over the last 30
     UTC days, today included: the sum of the last 30 daily ``TradingStats`` rows (the
     window moves a day at a time, not by the second as a sum over raw trades did) —
     ``user_trading_statistics(...).d30.quote_volume``."""
-    today = today or timezone.now().astimezone(dt.UTC).date()
-    since = today - dt.timedelta(days=FEE_VOLUME_DAYS - 1)
     with connection.cursor() as cursor:
-        cursor.execute(_VOLUME_30D, [account.pk, quote_id, since, today])
+        cursor.execute(_VOLUME_30D, [account.pk, quote_id, *_fee_window(today)])
         return cursor.fetchone()[0]
 
 
@@ -85,11 +93,9 @@ def fee_rates_for(*, account: Account, market: Market) -> FeeRates:
     """The maker and taker rates ``account`` pays in ``market``: the market's own, or
     its volume tier's where those are lower. The 30-day volume is only summed when the
     quote asset has tiers at all."""
-    today = timezone.now().astimezone(dt.UTC).date()
-    since = today - dt.timedelta(days=FEE_VOLUME_DAYS - 1)
     with connection.cursor() as cursor:
         cursor.execute(
-            _TIERS_OF_QUOTE, [account.pk, market.quote_id, since, today, market.quote_id]
+            _TIERS_OF_QUOTE, [account.pk, market.quote_id, *_fee_window(), market.quote_id]
         )
         rows = cursor.fetchall()
     if not rows:
@@ -177,7 +183,7 @@ def user_trading_statistics(
 ) -> UserTradingStatistics:
     """``account``'s trading windows in markets quoted in ``quote_id``: one query over at
     most 30 daily rows per market (index ``tradingstats_account_day_idx``)."""
-    today = today or timezone.now().astimezone(dt.UTC).date()
+    today = today or _utc_today()
     since = {days: today - dt.timedelta(days=days - 1) for days in (1, 7, FEE_VOLUME_DAYS)}
     rows = (
         TradingStats.objects.filter(
