@@ -283,7 +283,12 @@ class Market(models.Model):
             # a trade.
             models.CheckConstraint(
                 condition=Q(taker_fee_rate__gte=0, taker_fee_rate__lte="0.1")
-                & Q(maker_fee_rate__gte=-F("taker_fee_rate"), maker_fee_rate__lte="0.1"),
+                # A maker pays at most what a taker pays: a resting buy's hold reserves
+                # its fee at the taker rate, whichever side of the fill it ends on.
+                & Q(
+                    maker_fee_rate__gte=-F("taker_fee_rate"),
+                    maker_fee_rate__lte=F("taker_fee_rate"),
+                ),
                 name="market_fee_rates",
             ),
             models.CheckConstraint(
@@ -637,7 +642,7 @@ class Order(FastLoad, models.Model):
     # EIP-712: nonce is a uint256, so NUMERIC(78, 0).
     nonce = models.DecimalField(max_digits=78, decimal_places=0)
     signature = models.CharField(max_length=132)
-    order_hash = HashField(unique=True)
+    order_hash = HashField()  # unique: see Meta
     expires_at = models.DateTimeField(null=True, blank=True, help_text="GTT expiry.")
     sequence = models.BigIntegerField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
@@ -653,6 +658,12 @@ class Order(FastLoad, models.Model):
             models.UniqueConstraint(
                 fields=["account", "client_order_id"], name="order_unique_client_order_id"
             ),
+            # A constraint rather than unique=True, which also builds a varchar_pattern_ops
+            # index for LIKE prefixes: nothing searches hashes by prefix, and every order
+            # written (each placement, and each of the matcher's updates that moves it
+            # in an index) would write that index too. The name is the one unique=True
+            # gave it, which the archive's trigger reports.
+            models.UniqueConstraint(fields=["order_hash"], name="exchange_order_order_hash_key"),
             models.UniqueConstraint(
                 fields=["market", "sequence"],
                 condition=Q(sequence__isnull=False),

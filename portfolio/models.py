@@ -628,7 +628,12 @@ class FeeTier(models.Model):
                 condition=Q(min_volume_30d__gte=0), name="feetier_volume_non_negative"
             ),
             models.CheckConstraint(
-                condition=Q(taker_fee_rate__gte=0, maker_fee_rate__gte=-F("taker_fee_rate")),
+                # As a market's: a rebate within the taker fee, a maker fee within it too.
+                condition=Q(
+                    taker_fee_rate__gte=0,
+                    maker_fee_rate__gte=-F("taker_fee_rate"),
+                    maker_fee_rate__lte=F("taker_fee_rate"),
+                ),
                 name="feetier_rates",
             ),
         ]

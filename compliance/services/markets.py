@@ -149,10 +149,11 @@ def _rules_check(market: Market, rules: dict[str, Decimal]) -> None:
     maker, taker = rules["maker_fee_rate"], rules["taker_fee_rate"]
     if not Decimal(0) <= taker <= Decimal("0.1"):
         raise MarketControlError(f"taker_fee_rate must lie between 0 and 0.1, not {taker}")
-    if not -taker <= maker <= Decimal("0.1"):
+    if not -taker <= maker <= taker:
         raise MarketControlError(
-            f"maker_fee_rate must lie between -taker_fee_rate ({-taker}) and 0.1, not {maker}: "
-            "a maker rebate may never exceed the taker fee"
+            f"maker_fee_rate must lie between -taker_fee_rate ({-taker}) and taker_fee_rate "
+            f"({taker}), not {maker}: a maker rebate may never exceed the taker fee, nor a "
+            "maker fee the taker fee (a resting buy holds for its fee at the taker rate)"
         )
     min_quantity = rules["min_quantity"]
     if min_quantity < market.lot_size or min_quantity % market.lot_size:

@@ -12,6 +12,14 @@ Ledger order within a batch: fills settle first (each consumes exactly what its 
 held for the filled part), then every order whose worst-case cost fell (finished,
 decremented, amended down) is released to what it still needs. An AMEND runs in a
 batch of its own, because a larger amend needs more held *before* it can trade.
+
+A command that cannot be persisted must not stop its market: retried as it is, it would
+fail every batch, and every command behind it would wait. After a batch fails for any
+reason but a lost or busy database, the matcher applies the failed batch's commands one
+at a time (without the expiry sweep, which a failure of its own must not pin on a
+command); a command that fails alone ``UNPROCESSABLE_STRIKES`` times is marked done,
+refused, without being applied: a placement is rejected and its hold released, and
+anything else changes nothing.
 """
 
 from __future__ import annotations
@@ -23,7 +31,8 @@ import time
 from dataclasses import dataclass, field
 from decimal import ROUND_HALF_EVEN, Decimal
 
-from django.db import connection, transaction
+import psycopg
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import Max
 from django.utils import timezone
 
@@ -62,6 +71,9 @@ from portfolio.sql import sql_array
 log = logging.getLogger(__name__)
 
 BATCH_LIMIT = 500
+# How many times a command must fail a batch of its own before it is refused unapplied.
+UNPROCESSABLE_STRIKES = 2
+UNPROCESSABLE = "UNPROCESSABLE"
 # Order columns the matcher and its publishing never read: not loaded (a batch builds
 # thousands of orders, and parsing these cost it more than its SELECTs).
 UNREAD_ORDER_FIELDS = ("nonce", "signature", "order_hash", "metadata", "created_at", "updated_at")
@@ -111,6 +123,9 @@ class MarketMatcher:
         # Ledger account ids by key: accounts are never deleted nor re-keyed, so a
         # batch looks up only the accounts it has not met before.
         self.ledger_ids: dict = {}
+        # After a failed batch: its commands up to this id run one at a time.
+        self.isolate_through: int | None = None
+        self.strikes: dict[int, int] = {}  # command id -> failed batches of its own
         self.rebuild()
 
     # --- recovery ---------------------------------------------------------------------
@@ -162,26 +177,67 @@ class MarketMatcher:
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
         if self.stale:
             self.rebuild()
+        isolating = self.isolate_through is not None
+        commands: list[OrderCommand] = []
         try:
             with transaction.atomic(durable=True):
-                commands = self.pending(limit)
+                commands = self.pending(1 if isolating else limit)
                 batch = _Batch(self, now_ms)
                 for command in commands:
-                    batch.apply(command)
-                batch.apply_expiry()
+                    if self.strikes.get(command.pk, 0) >= UNPROCESSABLE_STRIKES:
+                        batch.refuse(command, UNPROCESSABLE)
+                    else:
+                        batch.apply(command)
+                if not isolating:
+                    batch.apply_expiry()
                 batch.record()
                 if not batch.result.commands and not batch.touched:
+                    self._succeeded(commands)
                     return batch.result
                 batch.persist()
-            return batch.result
-        except Exception:
+        except Exception as exc:
             # The engine applied what the database did not keep: the book is wrong until
             # it is rebuilt from the database (now, or before the next batch if the
             # database cannot answer now).
             self.stale = True
             log.exception("market %s: batch failed; rebuilding the book", self.market.symbol)
+            self._failed(commands, exc, isolated=isolating)
             self.rebuild()
             raise
+        self._succeeded(commands)
+        return batch.result
+
+    def _succeeded(self, commands: list[OrderCommand]) -> None:
+        for command in commands:
+            self.strikes.pop(command.pk, None)
+        if self.isolate_through is not None and (
+            not commands or commands[-1].pk >= self.isolate_through
+        ):
+            self.isolate_through = None
+
+    def _failed(self, commands: list[OrderCommand], exc: Exception, *, isolated: bool) -> None:
+        """After a batch of several commands (or with the expiry sweep) fails, run its
+        commands one at a time; count a failure against a command that failed alone. A
+        lost or busy database (a dropped connection, a deadlock, a serialization failure)
+        is nobody's fault: the batch is retried as it was."""
+        if not commands or isinstance(
+            exc,
+            (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError),
+        ):
+            return
+        if not isolated or len(commands) > 1:
+            self.isolate_through = max(commands[-1].pk, self.isolate_through or 0)
+            return
+        command = commands[0]
+        self.strikes[command.pk] = strikes = self.strikes.get(command.pk, 0) + 1
+        if strikes >= UNPROCESSABLE_STRIKES:
+            log.error(
+                "market %s: command %s (%s) failed %d batches of its own; refusing it",
+                self.market.symbol,
+                command.pk,
+                command.kind,
+                strikes,
+            )
 
 
 def _event_orders(event: engine.Event) -> tuple[int, ...]:
@@ -208,6 +264,7 @@ class _Batch:
         self.done: list[OrderCommand] = []
         self.topups: list[tuple[Order, Decimal]] = []
         self.placing: int | None = None  # the order the current PLACE command submits
+        self.refused: dict[int, str] = {}  # command id -> why it was refused unapplied
         # What the engine answered to each command (None: the expiry sweep), turned into
         # rows by record() once the whole batch has run, so the resting orders it traded
         # with are loaded in one query.
@@ -261,6 +318,22 @@ class _Batch:
         self.result.commands += 1
         self.result.sequence = m.sequence
 
+    def refuse(self, command: OrderCommand, reason: str) -> None:
+        """Mark ``command`` done without applying it (see ``run_batch``): a placement
+        is rejected, its hold released; any other command changes nothing."""
+        m = self.m
+        m.sequence += 1
+        events: list[engine.Event] = []
+        if command.kind == CommandKind.PLACE and command.order is not None:
+            command.order.market = m.market
+            self.orders[command.order_id] = command.order
+            events.append(engine.Rejected(command.order_id, command.account_id, reason))
+        self.refused[command.pk] = reason
+        command.sequence = m.sequence
+        self.answers.append((command, events))
+        self.result.commands += 1
+        self.result.sequence = m.sequence
+
     def record(self) -> None:
         """Turn the engine's answers into order states, trades and done-marks. An amend
         reads its order before the engine moves it, which is why it runs alone."""
@@ -283,9 +356,12 @@ class _Batch:
             rejected = next((e for e in events if e.kind == engine.EventKind.REJECTED), None)
             command.status = CommandStatus.DONE
             command.processed_at = self.now
-            command.result = (
-                {"rejected": str(rejected.reason)} if rejected else {"events": len(events)}
-            )
+            if command.pk in self.refused:
+                command.result = {"rejected": self.refused[command.pk]}
+            elif rejected:
+                command.result = {"rejected": str(rejected.reason)}
+            else:
+                command.result = {"events": len(events)}
             self.done.append(command)
         self.answers = []
 
@@ -404,6 +480,11 @@ class _Batch:
             self.touched.add(order.pk)
         self.m.trade_sequence += 1
         buyer, seller = (taker, maker) if taker.side == Side.BUY else (maker, taker)
+        # Each order keeps the rates it was accepted at; a rules change since may pair an
+        # old rebate with a lower taker fee. The venue never pays out on a fill: the
+        # rebate goes no further than the taker's fee.
+        taker_fee = fee_amount(notional, taker.taker_fee_rate)
+        maker_fee = max(fee_amount(notional, maker.maker_fee_rate), -taker_fee)
         self.trades.append(
             Trade(
                 market=self.m.market,
@@ -416,8 +497,8 @@ class _Batch:
                 price=price,
                 quantity=quantity,
                 quote_quantity=notional,
-                maker_fee=fee_amount(notional, maker.maker_fee_rate),
-                taker_fee=fee_amount(notional, taker.taker_fee_rate),
+                maker_fee=maker_fee,
+                taker_fee=taker_fee,
                 maker_remaining=maker.remaining,
                 taker_remaining=taker.remaining,
                 executed_at=self.now,

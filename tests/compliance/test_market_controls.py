@@ -25,6 +25,7 @@ from exchange.models import (
     MarketStatus,
     Order,
     OrderCommand,
+    Trade,
 )
 from exchange.services.orders import OrderRejected
 from portfolio.reconciliation import ledger_check
@@ -183,6 +184,52 @@ def test_new_rules_reach_the_market_row_only_when_the_matcher_applies_them(marke
         "price_band": "0.05000000",
     }
     assert event.after == command.payload | {"command": command.pk}
+
+
+def test_a_maker_fee_above_the_taker_fee_is_refused(market, officer):
+    with pytest.raises(MarketControlError, match="maker_fee_rate must lie between"):
+        market_rules_change(
+            actor=officer,
+            market=market,
+            reason="upside down",
+            maker_fee_rate=D("0.001"),
+            taker_fee_rate=D("0.0005"),
+        )
+    assert not OrderCommand.objects.exists()
+
+
+def test_a_rebate_accepted_under_old_rules_never_exceeds_a_later_takers_fee(
+    market, buyer, seller, officer
+):
+    matcher = MarketMatcher(market)
+    market_rules_change(
+        actor=officer,
+        market=market,
+        reason="rebate promo",
+        maker_fee_rate=D("-0.0005"),
+        taker_fee_rate=D("0.0005"),
+    )
+    matcher.run_batch()
+    market.refresh_from_db()
+    ask = place_order(seller, market, "SELL", "1", "100")  # rests with a 5 bp rebate
+    matcher.run_batch()
+    market_rules_change(
+        actor=officer,
+        market=market,
+        reason="promo over",
+        maker_fee_rate=D("0"),
+        taker_fee_rate=D("0.0001"),
+    )
+    matcher.run_batch()
+    market.refresh_from_db()
+    bid = place_order(buyer, market, "BUY", "1", "100")  # pays 1 bp
+    matcher.run_batch()
+
+    assert ask.maker_fee_rate == D("-0.0005")
+    trade = Trade.objects.get()
+    assert (trade.taker_fee, trade.maker_fee) == (D("0.01"), D("-0.01"))
+    assert {o.status for o in Order.objects.filter(pk__in=[ask.pk, bid.pk])} == {"FILLED"}
+    assert ledger_check() == []
 
 
 def test_a_new_price_band_binds_the_market_orders_the_matcher_applies_after_it(

@@ -14,6 +14,7 @@ from exchange.matcher.market import MarketMatcher
 from exchange.models import CommandStatus, Order, OrderCommand, OrderStatus, Trade
 from exchange.services.markets import MarketStateError, market_halt, market_resume
 from exchange.services.orders import (
+    OrderRejected,
     order_amend,
     order_cancel,
     order_cancel_all,
@@ -157,14 +158,18 @@ def test_an_amend_up_holds_more_first_and_one_the_trader_cannot_fund_is_refused(
     matcher.run_batch()
     assert sim.balance(buyer, market.quote)[1] == D("1800.9")
 
-    # An amend the engine refuses (the market is halted) holds nothing more.
+    # An amend the engine refuses (the market halted before it, in the journal) holds
+    # nothing more.
     market_halt(market=market)
-    matcher.run_batch()
     order_amend(account=buyer, order=bid, quantity=D("30"))
-    matcher.run_batch()
+    drain(matcher)
     command = OrderCommand.objects.filter(kind="AMEND").order_by("-id").first()
     assert command.result == {"rejected": "MARKET_HALTED"}
     assert sim.balance(buyer, market.quote)[1] == D("1800.9")
+    # Once the halt is applied, the order service refuses the amend itself.
+    with pytest.raises(OrderRejected) as refused:
+        order_amend(account=buyer, order=bid, quantity=D("30"))
+    assert refused.value.code == "MARKET_HALTED"
 
 
 def test_cancel_all_and_halt(market, matcher, buyer, seller):
@@ -344,6 +349,98 @@ def test_a_failed_batch_leaves_nothing_behind_and_the_next_one_applies_it(
     assert matcher.book.depth(5) == ([], [])
     assert {o.status for o in refreshed(ask, bid)} == {"PENDING"}
 
-    matcher.run_batch()
+    # Its commands are applied again, one at a time until past the failed batch.
+    drain(matcher)
     assert {o.status for o in refreshed(ask, bid)} == {"FILLED"}
     assert Trade.objects.count() == 1
+    assert matcher.isolate_through is None
+    assert matcher.strikes == {}
+
+
+def drain(matcher: MarketMatcher, attempts: int = 12) -> int:
+    """Run batches until the journal is empty (a batch may fail); returns the failures."""
+    failures = 0
+    for _ in range(attempts):
+        try:
+            matcher.run_batch()
+        except Exception:
+            failures += 1
+            continue
+        if not OrderCommand.objects.filter(status=CommandStatus.PENDING).exists():
+            return failures
+    raise AssertionError(f"the journal is not empty after {attempts} batches")
+
+
+def test_an_amend_that_cannot_be_persisted_is_refused_and_the_market_goes_on(
+    market, matcher, buyer, seller
+):
+    iceberg = place_order(buyer, market, "BUY", "10", "100", display_quantity=D("5"))
+    matcher.run_batch()
+    # Below its visible part: a row the database refuses (order_iceberg_rules). The
+    # order service refuses this amend; the journal is written here as a corrupt or
+    # older writer could have.
+    poison = OrderCommand.objects.create(
+        market=market, kind="AMEND", account=buyer, order=iceberg, payload={"quantity": "2"}
+    )
+    ask = place_order(seller, market, "SELL", "1", "100")
+    assert drain(matcher) == 3  # the batch, then the amend alone twice
+
+    poison.refresh_from_db()
+    assert (poison.status, poison.result) == (CommandStatus.DONE, {"rejected": "UNPROCESSABLE"})
+    iceberg, ask = refreshed(iceberg, ask)
+    assert (iceberg.quantity, iceberg.display_quantity) == (D(10), D(5))  # unchanged
+    assert (iceberg.status, iceberg.filled) == ("PARTIALLY_FILLED", D(1))
+    assert ask.status == "FILLED"
+    assert matcher.isolate_through is None
+    assert matcher.strikes == {}
+    sequences = list(OrderCommand.objects.order_by("sequence").values_list("sequence", flat=True))
+    assert sequences == list(range(1, len(sequences) + 1))  # the journal stays gap-free
+
+
+def test_a_placement_that_cannot_be_settled_is_rejected_and_its_hold_released(
+    market, matcher, buyer, seller, monkeypatch
+):
+    from exchange.matcher import market as matcher_module
+
+    ask = place_order(seller, market, "SELL", "1", "100")
+    matcher.run_batch()
+    poison = place_order(buyer, market, "BUY", "1", "100")
+    later = place_order(buyer, market, "BUY", "1", "99")
+    original = matcher_module.trade_settle_many
+
+    def refuse_the_poison(*, trades, **kwargs):
+        if any(t.taker_order_id == poison.pk for t in trades):
+            raise ValueError("a fill that cannot be settled")
+        return original(trades=trades, **kwargs)
+
+    monkeypatch.setattr(matcher_module, "trade_settle_many", refuse_the_poison)
+    drain(matcher)
+
+    poison, later, ask = refreshed(poison, later, ask)
+    assert (poison.status, poison.reason, poison.filled) == ("REJECTED", "UNPROCESSABLE", D(0))
+    assert (later.status, ask.status) == ("OPEN", "OPEN")
+    assert not Trade.objects.exists()
+    # Only the later bid is held for (99 plus its 5 bp fee reserve).
+    assert sim.balance(buyer, market.quote) == (D("10000") - D("99.0495"), D("99.0495"))
+
+
+def test_a_lost_database_never_gets_a_command_refused(market, matcher, buyer, monkeypatch):
+    from django.db import OperationalError
+
+    from exchange.matcher import market as matcher_module
+
+    bid = place_order(buyer, market, "BUY", "1", "99")
+    original = matcher_module._Batch.persist
+    calls = []
+
+    def database_gone(batch):
+        calls.append(1)
+        if len(calls) <= 2 * matcher_module.UNPROCESSABLE_STRIKES + 1:
+            raise OperationalError("server closed the connection unexpectedly")
+        return original(batch)
+
+    monkeypatch.setattr(matcher_module._Batch, "persist", database_gone)
+    assert drain(matcher) == 2 * matcher_module.UNPROCESSABLE_STRIKES + 1
+    assert refreshed(bid)[0].status == "OPEN"
+    assert matcher.strikes == {}
+    assert matcher.isolate_through is None

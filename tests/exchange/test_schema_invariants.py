@@ -282,6 +282,12 @@ def test_a_client_order_id_is_used_once_per_account():
     assert OrderFactory(client_order_id="my-order-1").client_order_id == "my-order-1"
 
 
+def test_an_order_hash_is_used_once():
+    first = OrderFactory()
+    with refused("exchange_order_order_hash_key"):
+        OrderFactory(order_hash=first.order_hash)
+
+
 def test_what_the_trader_signed_never_changes():
     order = OrderFactory()
     other = AccountFactory()
@@ -652,6 +658,23 @@ def test_a_maker_rebate_never_exceeds_the_taker_fee():
     assert MarketFactory(maker_fee_rate=Decimal("-0.0001"), taker_fee_rate=Decimal("0.0005"))
 
 
+def test_a_maker_never_pays_more_than_a_taker():
+    # A resting buy holds for its fee at the taker rate, and pays the maker rate.
+    with refused("market_fee_rates"):
+        MarketFactory(maker_fee_rate=Decimal("0.001"), taker_fee_rate=Decimal("0.0005"))
+    from portfolio.models import FeeTier
+
+    market = MarketFactory()
+    with refused("feetier_rates"):
+        FeeTier.objects.create(
+            name="upside down",
+            quote=market.quote,
+            min_volume_30d=Decimal(1000),
+            maker_fee_rate=Decimal("0.0004"),
+            taker_fee_rate=Decimal("0.0003"),
+        )
+
+
 def test_a_markets_minimum_quantity_sits_on_its_lot():
     with refused("market_min_quantity_on_lot"):
         MarketFactory(lot_size=Decimal("0.01"), min_quantity=Decimal("0.015"))
@@ -726,3 +749,34 @@ def test_hot_queries_use_their_index(query, index):
         cursor.execute("EXPLAIN " + query)
         plan = "\n".join(row[0] for row in cursor.fetchall())
     assert index in plan
+
+
+# Written for every order, command, trade and ledger posting: an index there is paid for
+# on each write, and a LIKE-prefix one (varchar_pattern_ops, which Django adds for
+# unique=True and db_index=True text columns) serves no query of this platform.
+HOT_WRITE_TABLES = (
+    "exchange_order",
+    "exchange_ordercommand",
+    "exchange_trade",
+    "exchange_orderstatushistory",
+    "portfolio_ledgertransaction",
+    "portfolio_posting",
+    "portfolio_ledgeraccount",
+    "portfolio_position",
+    "portfolio_tradingstats",
+)
+
+
+def test_hot_write_tables_carry_no_like_prefix_indexes():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT tablename, indexname FROM pg_indexes"
+            " WHERE tablename = ANY(%s) AND indexdef LIKE '%%_pattern_ops%%'",
+            [list(HOT_WRITE_TABLES)],
+        )
+        found = cursor.fetchall()
+        cursor.execute(
+            "SELECT count(*) FROM pg_tables WHERE tablename = ANY(%s)", [list(HOT_WRITE_TABLES)]
+        )
+        assert cursor.fetchone()[0] == len(HOT_WRITE_TABLES)
+    assert found == []
