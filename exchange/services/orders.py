@@ -77,6 +77,28 @@ def _reject(code: str, message: str) -> OrderRejected:
     return OrderRejected(code, message)
 
 
+# Prices are NUMERIC(20,8) and amounts NUMERIC(30,8), and a buy's hold (its notional and
+# fee reserve) is computed and rounded to 8 places in Decimal's 28 digits: beyond these
+# an order could not be held, settled or stored exactly. No real market comes near them.
+MAX_PRICE = Decimal(10) ** 11
+MAX_AMOUNT = Decimal(10) ** 15
+
+
+def _check_magnitude(request: OrderRequest) -> None:
+    for name in ("price", "stop_price", "protection_price"):
+        value = getattr(request, name)
+        if value is not None and abs(value) >= MAX_PRICE:
+            raise _reject("TOO_LARGE", f"{name} {value} is not below {MAX_PRICE:,}")
+    for name in ("quantity", "display_quantity", "quote_quantity"):
+        value = getattr(request, name)
+        if value is not None and abs(value) >= MAX_AMOUNT:
+            raise _reject("TOO_LARGE", f"{name} {value} is not below {MAX_AMOUNT:,}")
+    reference = request.price or request.protection_price or request.stop_price
+    value = None if reference is None or request.quantity is None else reference * request.quantity
+    if value is not None and abs(value) >= MAX_AMOUNT:
+        raise _reject("TOO_LARGE", f"the order's value {value} is not below {MAX_AMOUNT:,}")
+
+
 def _check_grid(units: MarketUnits, request: OrderRequest) -> None:
     try:
         for name in ("price", "stop_price", "protection_price"):
@@ -129,6 +151,7 @@ def order_request_validate(*, market: Market, request: OrderRequest) -> str:
         raise _reject("ALREADY_EXPIRED", f"expiry {request.expires_at.isoformat()} has passed")
     if request.post_only and not (is_limit and tif in (TimeInForce.GTC, TimeInForce.GTT)):
         raise _reject("POST_ONLY_NOT_ALLOWED", "post-only orders must be GTC or GTT limits")
+    _check_magnitude(request)
 
     if request.quote_quantity is not None:
         if request.type != "MARKET" or request.side != Side.BUY or request.quantity is not None:
@@ -395,27 +418,35 @@ def order_amend(
     price: Decimal | None = None,
     quantity: Decimal | None = None,
 ) -> OrderCommand:
-    """Ask the matcher to change a resting limit order's price or quantity. The matcher
-    decides; if the change needs more funds, they are held when it applies it."""
+    """Ask the matcher to change a resting limit order's price or quantity. The amended
+    order must pass every check a new one would (the market's rules, an iceberg showing
+    no more than its quantity, the account's limits and the market's state); the matcher
+    decides the rest, and if the change needs more funds, they are held when it applies
+    it."""
     locked = _live_order(account, order)
     if locked.type not in LIMIT_TYPES or locked.status == OrderStatus.PENDING:
         raise _reject("NOT_AMENDABLE", "only a resting limit order can be amended")
     if price is None and quantity is None:
         raise _reject("NOTHING_TO_AMEND", "give a new price or quantity")
     market = locked.market
-    _check_grid(
-        MarketUnits(market.tick_size, market.lot_size),
-        OrderRequest(
-            client_order_id="",
-            side=locked.side,
-            type=locked.type,
-            nonce=0,
-            signature="",
-            order_hash="",
-            price=price,
-            quantity=quantity,
-        ),
+    amended = OrderRequest(
+        client_order_id=locked.client_order_id,
+        side=locked.side,
+        type=locked.type,
+        nonce=0,
+        signature="",
+        order_hash="",
+        price=locked.price if price is None else price,
+        quantity=locked.quantity if quantity is None else quantity,
+        stop_price=locked.stop_price,
+        time_in_force=locked.time_in_force,
+        post_only=locked.post_only,
+        display_quantity=locked.display_quantity,
+        expires_at=locked.expires_at,
+        self_trade_prevention=locked.self_trade_prevention,
     )
+    order_request_validate(market=market, request=amended)
+    _tradable(account, market, amended)
     if quantity is not None and quantity <= locked.filled:
         raise _reject("INVALID_QUANTITY", f"{quantity} is not above what is filled already")
     payload = {}

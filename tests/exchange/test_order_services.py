@@ -10,6 +10,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
+from exchange.matcher.market import MarketMatcher
 from exchange.models import (
     MATCHER_CHANNEL,
     AccountStatus,
@@ -28,7 +29,7 @@ from exchange.services.orders import (
 )
 from portfolio.models import Balance, LedgerTransaction
 from portfolio.reconciliation import ledger_check
-from tests.factories import AccountFactory, order_request
+from tests.factories import AccountFactory, order_request, place_order
 from tests.portfolio import sim
 
 D = Decimal
@@ -200,6 +201,59 @@ def test_finished_orders_cannot_be_cancelled_or_amended(market, buyer):
     with pytest.raises(OrderRejected) as refused:
         order_cancel(account=buyer, order=order)
     assert refused.value.code == "ORDER_CLOSED"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        # An iceberg amended below its visible part: a row the database would refuse.
+        ({"quantity": D("2")}, "INVALID_DISPLAY_QUANTITY"),
+        ({"price": D("0.01"), "quantity": D("6")}, "BELOW_MIN_NOTIONAL"),
+        ({"quantity": D("6.0001")}, "QUANTITY_OFF_LOT"),
+        # Beyond what a hold can be computed and stored in: no money, no matter.
+        ({"price": D("99999999999.99"), "quantity": D("999999999999")}, "TOO_LARGE"),
+        ({"quantity": D("2") * 10**15}, "TOO_LARGE"),
+        # Larger than the trader's KYC tier allows one order to be (1,000 USDC).
+        ({"quantity": D("50")}, "KYC_LIMIT_EXCEEDED"),
+    ],
+)
+def test_an_amended_order_passes_every_check_a_new_one_would(market, buyer, change, code):
+    from compliance.models import KycTierLimit
+
+    KycTierLimit.objects.create(kyc_tier=1, quote=market.quote, max_order_notional=D("1000"))
+    order = place_order(buyer, market, "BUY", "6", "100", display_quantity=D("5"))
+    MarketMatcher(market).run_batch()  # resting
+    before = OrderCommand.objects.count()
+    with pytest.raises(OrderRejected) as refused:
+        order_amend(account=buyer, order=order, **change)
+    assert refused.value.code == code
+    assert OrderCommand.objects.count() == before
+
+
+@pytest.mark.django_db
+def test_an_amend_is_refused_once_the_account_is_frozen_or_the_market_halted(market, buyer):
+    order = sim.place(buyer, market, "BUY", "2", "100")
+    buyer.status = AccountStatus.FROZEN
+    buyer.save(update_fields=["status"])
+    with pytest.raises(OrderRejected) as refused:
+        order_amend(account=buyer, order=order, price=D("99"))
+    assert refused.value.code == "ACCOUNT_FROZEN"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"price": D("999999999999.99"), "quantity": D("1000000000000000")},
+        {"price": D("100"), "quantity": D("100000000000000")},  # worth 10^16
+        {"type": "MARKET", "quote_quantity": D(10) ** 21, "price": None, "quantity": None},
+    ],
+)
+def test_an_order_too_large_to_hold_is_refused_not_failed(market, buyer, fields, nothing_written):
+    with pytest.raises(OrderRejected) as refused:
+        order_place(account=buyer, market=market, request=order_request(**fields))
+    assert refused.value.code == "TOO_LARGE"
 
 
 def _listen():
