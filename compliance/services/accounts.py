@@ -34,6 +34,7 @@ from exchange.models import (
 )
 from exchange.services.orders import order_cancel_all
 from portfolio.models import Balance
+from portfolio.services.vault import withdrawals_stop
 
 # Orders the matcher has yet to finish: accepted but not yet applied, or live.
 OPEN_ORDER_STATUSES = (OrderStatus.PENDING, *LIVE_STATUSES)
@@ -79,8 +80,9 @@ def _status_set(account: Account, status: str) -> None:
 
 @transaction.atomic(durable=True)
 def account_freeze(*, actor: Actor, account: Account, reason: str) -> AccountFreeze:
-    """Freeze ``account``: it may no longer place orders or withdraw, and every open
-    order of it is cancelled through the matcher's journal."""
+    """Freeze ``account``: it may no longer place orders or withdraw, every open order
+    of it is cancelled through the matcher's journal, and every withdrawal of it not yet
+    sent is rejected, its amount back to available."""
     reason = reason_required(reason)
     user = _staff_user(actor, "a freeze")
     locked = _account_locked(account)
@@ -90,6 +92,7 @@ def account_freeze(*, actor: Actor, account: Account, reason: str) -> AccountFre
     _status_set(locked, AccountStatus.FROZEN)
     freeze = AccountFreeze.objects.create(account=locked, reason=reason, frozen_by=user)
     markets = _open_orders_cancel(locked)
+    stopped = withdrawals_stop(account=locked, stopped_by=user, reason=f"account frozen: {reason}")
     audit_record(
         actor=actor,
         action="account.freeze",
@@ -99,6 +102,7 @@ def account_freeze(*, actor: Actor, account: Account, reason: str) -> AccountFre
             **model_state(locked, ["status"]),
             "freeze": freeze.pk,
             "orders_cancelled_in": [m.symbol for m in markets],
+            "withdrawals_rejected": [w.pk for w in stopped],
         },
         reason=reason,
     )

@@ -60,8 +60,7 @@ from portfolio.services.vault import (
     ComplianceRefusal,
     IdempotencyConflict,
     VaultError,
-    withdrawal_idempotency_key,
-    withdrawal_request,
+    withdrawal_requested,
 )
 
 
@@ -203,12 +202,8 @@ class WithdrawalListView(TraderHistoryView):
         if asset is None:
             raise ApiError("UNKNOWN_ASSET", f"no asset {data['asset']!r}", status=404)
         account = self.trader.account
-        key = withdrawal_idempotency_key(
-            account_id=account.pk, client_key=data["client_request_id"]
-        )
-        existed = VaultOperation.objects.filter(idempotency_key=key).exists()
         try:
-            operation = withdrawal_request(
+            requested = withdrawal_requested(
                 account=account,
                 asset=asset,
                 amount=data["amount"],
@@ -226,8 +221,8 @@ class WithdrawalListView(TraderHistoryView):
         except VaultError as exc:
             raise ApiError("WITHDRAWAL_REFUSED", str(exc), status=403) from None
         return Response(
-            VaultOperationSerializer(operation).data,
-            status=status.HTTP_200_OK if existed else status.HTTP_201_CREATED,
+            VaultOperationSerializer(requested.operation).data,
+            status=status.HTTP_201_CREATED if requested.created else status.HTTP_200_OK,
         )
 
 

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db import transaction
+from django.db import connection, transaction
 from django.utils import timezone
 
 from compliance.gates import GateRefusal, deposit_refusal, withdrawal_refusal
@@ -150,13 +151,30 @@ def _withdrawal_accounts(operation: VaultOperation):
     return (accounts[k] for k in keys)
 
 
+def _account_status_now(account_id: int) -> str:
+    """The account's status as it is now, not as the caller loaded it; its row stays
+    share-locked until the transaction ends. A freeze (which locks the row to update it)
+    therefore either waits for this withdrawal and then stops it, or commits first and
+    this one sees the account frozen: no withdrawal slips past a freeze."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT status FROM {Account._meta.db_table} WHERE id = %s FOR SHARE", [account_id]
+        )
+        return cursor.fetchone()[0]
+
+
+def _account_active(account_id: int) -> None:
+    status = _account_status_now(account_id)
+    if status != AccountStatus.ACTIVE:
+        raise VaultError(f"account {account_id} is {status}: withdrawals are blocked")
+
+
 def withdrawal_idempotency_key(*, account_id: int, client_key: str) -> str:
     """The stored key of a trader's withdrawal request: the trader's own id for it,
     scoped to the trader."""
     return f"withdrawal:{account_id}:{client_key}"
 
 
-@transaction.atomic(durable=True)
 def withdrawal_request(
     *,
     account: Account,
@@ -170,16 +188,47 @@ def withdrawal_request(
     with the same key returns the original request. Refused
     (:class:`ComplianceRefusal`) to residents of a country barred from every market,
     and past the daily withdrawal limit of the trader's KYC tier."""
+    return withdrawal_requested(
+        account=account,
+        asset=asset,
+        amount=amount,
+        destination_address=destination_address,
+        idempotency_key=idempotency_key,
+    ).operation
+
+
+@dataclass(frozen=True, slots=True)
+class Requested:
+    operation: VaultOperation
+    created: bool  # False: a retry, answered with the original request
+
+
+@transaction.atomic(durable=True)
+def withdrawal_requested(
+    *,
+    account: Account,
+    asset: Asset,
+    amount: Decimal,
+    destination_address: str,
+    idempotency_key: str,
+) -> Requested:
+    """``withdrawal_request``, saying whether this call made the request."""
     amount = _positive(amount)
     destination = wallet_address_normalize(destination_address)
     key = withdrawal_idempotency_key(account_id=account.pk, client_key=idempotency_key)
+    # Requests with one key, whatever their asset, one after another: a concurrent retry
+    # finds the first one's request here once it has committed.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(hashtextextended(%s, 0))", [key])
     existing = VaultOperation.objects.filter(idempotency_key=key).first()
     if existing:
-        return _same_request(
-            existing, asset_id=asset.pk, amount=amount, destination_address=destination
+        return Requested(
+            _same_request(
+                existing, asset_id=asset.pk, amount=amount, destination_address=destination
+            ),
+            created=False,
         )
-    if account.status != AccountStatus.ACTIVE:
-        raise VaultError(f"account {account.pk} is {account.status}: withdrawals are blocked")
+    _account_active(account.pk)
 
     operation = VaultOperation(
         account=account,
@@ -191,11 +240,6 @@ def withdrawal_request(
         destination_address=destination,
     )
     available, held, _vault = _withdrawal_accounts(operation)
-    existing = VaultOperation.objects.filter(idempotency_key=key).first()  # under the lock
-    if existing:
-        return _same_request(
-            existing, asset_id=asset.pk, amount=amount, destination_address=destination
-        )
     refusal = withdrawal_refusal(account=account, asset=asset, amount=amount)
     if refusal is not None:
         raise ComplianceRefusal(refusal)
@@ -218,7 +262,7 @@ def withdrawal_request(
     limit = WithdrawalLimit.objects.filter(kyc_tier=account.kyc_tier, asset=asset).first()
     if limit is not None and amount <= limit.auto_approve_max:
         _transition(operation, VaultOperationStatus.APPROVED, reviewed_at=timezone.now())
-    return operation
+    return Requested(operation, created=True)
 
 
 def _transition(operation: VaultOperation, to: str, **fields) -> VaultOperation:
@@ -260,6 +304,7 @@ def withdrawal_approve(
     *, withdrawal: VaultOperation, approved_by: AbstractBaseUser
 ) -> VaultOperation:
     operation = _locked_withdrawal(withdrawal, VaultOperationStatus.REQUESTED)
+    _account_active(operation.account_id)
     return _transition(
         operation,
         VaultOperationStatus.APPROVED,
@@ -278,6 +323,12 @@ def withdrawal_reject(
     operation = _locked_withdrawal(
         withdrawal, VaultOperationStatus.REQUESTED, VaultOperationStatus.APPROVED
     )
+    return _rejected(operation, rejected_by=rejected_by, reason=reason)
+
+
+def _rejected(
+    operation: VaultOperation, *, rejected_by: AbstractBaseUser, reason: str
+) -> VaultOperation:
     _release(operation)
     return _transition(
         operation,
@@ -288,10 +339,36 @@ def withdrawal_reject(
     )
 
 
+def withdrawals_stop(
+    *, account: Account, stopped_by: AbstractBaseUser, reason: str
+) -> list[VaultOperation]:
+    """Reject every withdrawal of ``account`` not yet sent (REQUESTED or APPROVED), each
+    amount back to available: a freeze's, inside its transaction, with the account's row
+    locked. One already being sent on chain (PROCESSING) is past stopping."""
+    if not reason.strip():
+        raise VaultError("a rejection needs a reason")
+    waiting = VaultOperation.objects.filter(
+        account_id=account.pk,
+        kind=VaultOperationKind.WITHDRAWAL,
+        status__in=[VaultOperationStatus.REQUESTED, VaultOperationStatus.APPROVED],
+    ).order_by("pk")
+    return [
+        _rejected(
+            _locked_withdrawal(
+                operation, VaultOperationStatus.REQUESTED, VaultOperationStatus.APPROVED
+            ),
+            rejected_by=stopped_by,
+            reason=reason,
+        )
+        for operation in waiting
+    ]
+
+
 @transaction.atomic(durable=True)
 def withdrawal_process(*, withdrawal: VaultOperation) -> VaultOperation:
     """The sender has picked an approved withdrawal up and is sending it on chain."""
     operation = _locked_withdrawal(withdrawal, VaultOperationStatus.APPROVED)
+    _account_active(operation.account_id)
     return _transition(operation, VaultOperationStatus.PROCESSING)
 
 

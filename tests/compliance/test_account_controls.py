@@ -21,6 +21,7 @@ from compliance.services.accounts import (
 from compliance.services.audit import SYSTEM, Actor
 from exchange.matcher.market import MarketMatcher
 from exchange.models import (
+    Account,
     AccountStatus,
     CommandKind,
     CommandStatus,
@@ -30,7 +31,12 @@ from exchange.models import (
 )
 from exchange.services.orders import OrderRejected
 from portfolio.reconciliation import ledger_check
-from portfolio.services.vault import VaultError, withdrawal_request
+from portfolio.services.vault import (
+    VaultError,
+    withdrawal_approve,
+    withdrawal_process,
+    withdrawal_request,
+)
 from tests.factories import AssetFactory, MarketFactory, place_order
 from tests.live import wait_for
 from tests.portfolio import sim
@@ -115,6 +121,7 @@ def test_a_freeze_cancels_every_open_order_through_the_journal_and_is_audited(
         "status": "FROZEN",
         "freeze": freeze.pk,
         "orders_cancelled_in": ["ETH-USDC", "BTC-USDC"],
+        "withdrawals_rejected": [],
     }
 
 
@@ -134,6 +141,63 @@ def test_a_frozen_account_can_neither_trade_nor_withdraw(market, buyer, officer)
             idempotency_key="w-1",
         )
     assert sim.balance(buyer, market.quote) == (D(10000), D(0))
+
+
+def _withdraw(account, asset, key: str, amount: str = "10"):
+    return withdrawal_request(
+        account=account,
+        asset=asset,
+        amount=D(amount),
+        destination_address="0x" + "ab" * 20,
+        idempotency_key=key,
+    )
+
+
+@pytest.mark.django_db
+def test_a_freeze_rejects_the_withdrawals_not_yet_sent(market, buyer, officer, staff):
+    quote = market.quote
+    waiting = _withdraw(buyer, quote, "w-1")  # REQUESTED: no auto-approval limit
+    approved = withdrawal_approve(withdrawal=_withdraw(buyer, quote, "w-2"), approved_by=staff)
+    sending = withdrawal_process(
+        withdrawal=withdrawal_approve(withdrawal=_withdraw(buyer, quote, "w-3"), approved_by=staff)
+    )
+    assert sim.balance(buyer, quote) == (D(9970), D(30))
+
+    account_freeze(actor=officer, account=buyer, reason="sanctions screening hit")
+
+    for withdrawal in (waiting, approved, sending):
+        withdrawal.refresh_from_db()
+    assert [w.status for w in (waiting, approved, sending)] == [
+        "REJECTED",
+        "REJECTED",
+        "PROCESSING",  # on chain already: past stopping
+    ]
+    assert waiting.reason == "account frozen: sanctions screening hit"
+    assert waiting.reviewed_by == staff
+    assert sim.balance(buyer, quote) == (D(9990), D(10))
+    assert AuditEvent.objects.get().after["withdrawals_rejected"] == [waiting.pk, approved.pk]
+    assert ledger_check() == []
+
+
+@pytest.mark.django_db
+def test_a_withdrawal_is_checked_against_the_account_as_it_is_now(market, buyer, officer, staff):
+    stale = Account.objects.get(pk=buyer.pk)  # loaded before the freeze
+    waiting = _withdraw(buyer, market.quote, "w-1")
+    Account.objects.filter(pk=buyer.pk).update(status=AccountStatus.FROZEN)
+    with pytest.raises(VaultError, match="FROZEN: withdrawals are blocked"):
+        _withdraw(stale, market.quote, "w-2")
+    # A request made before the account stopped being active is neither approved nor
+    # sent while it is not.
+    with pytest.raises(VaultError, match="FROZEN"):
+        withdrawal_approve(withdrawal=waiting, approved_by=staff)
+    Account.objects.filter(pk=buyer.pk).update(status=AccountStatus.ACTIVE)
+    approved = withdrawal_approve(withdrawal=waiting, approved_by=staff)
+    Account.objects.filter(pk=buyer.pk).update(status=AccountStatus.FROZEN)
+    with pytest.raises(VaultError, match="FROZEN"):
+        withdrawal_process(withdrawal=approved)
+    approved.refresh_from_db()
+    assert approved.status == "APPROVED"
+    assert sim.balance(buyer, market.quote) == (D(9990), D(10))
 
 
 @pytest.mark.django_db(transaction=True)

@@ -76,3 +76,114 @@ def test_the_gate_reads_the_account_as_it_is_not_as_the_caller_loaded_it(trader,
         refusal = placement_refusal(account=stale, market=market, notional=Decimal(1))
     assert getattr(refusal, "code", None) == "ACCOUNT_FROZEN"
     assert not OrderCommand.objects.filter(kind=CommandKind.PLACE).exists()
+
+
+def test_a_freeze_waits_for_a_withdrawal_being_requested_then_rejects_it(
+    buyer, quote, staff, monkeypatch
+):
+    from portfolio.models import VaultOperation
+    from portfolio.services import vault
+    from tests.portfolio import sim
+
+    in_request, finish_request = threading.Event(), threading.Event()
+    original = vault.withdrawal_refusal
+
+    def held_open(**kwargs):
+        in_request.set()  # past the account check, the row share-locked
+        finish_request.wait(10)
+        return original(**kwargs)
+
+    monkeypatch.setattr(vault, "withdrawal_refusal", held_open)
+
+    def requesting() -> None:
+        try:
+            vault.withdrawal_request(
+                account=buyer,
+                asset=quote,
+                amount=Decimal(25),
+                destination_address="0x" + "cd" * 20,
+                idempotency_key="w-race",
+            )
+        finally:
+            connection.close()
+
+    def freezing() -> None:
+        try:
+            account_freeze(actor=Actor(user=staff), account=buyer, reason="sanctions hit")
+        finally:
+            connection.close()
+
+    requester = threading.Thread(target=requesting)
+    requester.start()
+    assert in_request.wait(10)
+    freezer = threading.Thread(target=freezing)
+    freezer.start()
+    freezer.join(0.5)
+    assert freezer.is_alive(), "the freeze went ahead while a withdrawal was being requested"
+    finish_request.set()
+    requester.join(10)
+    freezer.join(10)
+
+    withdrawal = VaultOperation.objects.get(idempotency_key__endswith=":w-race")
+    assert (withdrawal.status, withdrawal.reason) == ("REJECTED", "account frozen: sanctions hit")
+    assert sim.balance(buyer, quote) == (Decimal(10000), Decimal(0))
+
+
+@pytest.mark.parametrize("second_asset", ["same", "other"])
+def test_two_withdrawal_requests_with_one_key_at_once_make_one_request(
+    buyer, quote, base, staff, monkeypatch, second_asset
+):
+    """The second waits for the first to commit, then is its retry (the same request) or
+    a conflict (another asset under the key): never a second request, never a crash."""
+    from portfolio.models import VaultOperation
+    from portfolio.services import vault
+    from tests.portfolio import sim
+
+    sim.deposit(buyer, base, "5")
+    in_request, finish_request = threading.Event(), threading.Event()
+    original = vault.withdrawal_refusal
+
+    def held_open(**kwargs):
+        if not in_request.is_set():
+            in_request.set()
+            finish_request.wait(10)
+        return original(**kwargs)
+
+    monkeypatch.setattr(vault, "withdrawal_refusal", held_open)
+    answers: dict[str, object] = {}
+
+    def requesting(name: str, asset) -> None:
+        try:
+            answers[name] = vault.withdrawal_requested(
+                account=buyer,
+                asset=asset,
+                amount=Decimal(2),
+                destination_address="0x" + "cd" * 20,
+                idempotency_key="w-1",
+            )
+        except vault.VaultError as exc:
+            answers[name] = exc
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=requesting, args=("first", quote))
+    first.start()
+    assert in_request.wait(10)
+    second = threading.Thread(
+        target=requesting, args=("second", quote if second_asset == "same" else base)
+    )
+    second.start()
+    second.join(0.5)
+    assert second.is_alive(), "the second request did not wait for the first"
+    finish_request.set()
+    first.join(10)
+    second.join(10)
+
+    operation = VaultOperation.objects.get(kind="WITHDRAWAL")
+    assert answers["first"] == vault.Requested(operation, created=True)
+    if second_asset == "same":
+        assert answers["second"] == vault.Requested(operation, created=False)
+    else:
+        assert isinstance(answers["second"], vault.IdempotencyConflict)
+    assert sim.balance(buyer, quote) == (Decimal(9998), Decimal(2))
+    assert sim.balance(buyer, base) == (Decimal(5), Decimal(0))
