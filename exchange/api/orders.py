@@ -9,6 +9,7 @@ do not exist for them (404, never 403).
 
 from __future__ import annotations
 
+import logging
 import time
 
 from django.conf import settings
@@ -54,6 +55,8 @@ from exchange.services.orders import (
     order_cancel_all_markets,
     order_place_signed,
 )
+
+log = logging.getLogger(__name__)
 
 # Refusals that are about the state of things rather than the request's shape.
 _CONFLICT_CODES = {"NONCE_REUSED", "DUPLICATE", "ORDER_CLOSED", "NOT_AMENDABLE"}
@@ -191,6 +194,13 @@ class OrderBatchView(TraderView):
                 placed.append(_place(self.trader.account, data)[0])
             except ApiError as exc:
                 placed.append(exc)
+            except Exception:
+                # Each order is its own transaction: those before it stand, and the
+                # answer must say so, order by order, rather than fail the whole batch.
+                log.exception("batch order %s failed", data.get("client_order_id"))
+                placed.append(
+                    ApiError("INTERNAL_ERROR", "this order could not be placed", status=500)
+                )
         deadline = _deadline()
         results = []
         for item in placed:

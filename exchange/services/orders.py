@@ -244,6 +244,15 @@ def _order_place(*, account: Account, market: Market, request: OrderRequest) -> 
 def _order_placed(*, account: Account, market: Market, request: OrderRequest) -> Placed:
     try:
         return _order_write(account=account, market=market, request=request)
+    except OrderRejected:
+        # A retry of an order finished long ago and archived is answered with it, as a
+        # retry of a live one is, whatever today's checks would say of it.
+        archived = OrderArchive.objects.filter(
+            account_id=account.pk, client_order_id=request.client_order_id
+        ).first()
+        if archived is not None:
+            return Placed(archived.as_order(), created=False)
+        raise
     except IntegrityError as exc:
         # Nothing was written. A concurrent retry of the same order may have won the
         # race: return what it wrote. Otherwise say which rule the order broke.

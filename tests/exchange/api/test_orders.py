@@ -13,6 +13,7 @@ from compliance.models import JurisdictionRule, KycTierLimit
 from exchange.matcher.market import MarketMatcher
 from exchange.models import AccountStatus, CommandKind, MarketStatus, Order, OrderCommand
 from exchange.services.archiving import orders_archive
+from exchange.services.markets import market_halt, market_resume
 from portfolio.models import LedgerTransaction
 from tests.api_support import Wallet, key_client
 from tests.portfolio import sim
@@ -357,6 +358,29 @@ def test_a_batch_places_each_order_on_its_own(api, alice, market):
     assert Order.objects.count() == 2
 
 
+def test_a_batch_order_that_fails_unexpectedly_is_answered_on_its_own(
+    api, alice, market, monkeypatch
+):
+    from exchange.api import orders as views
+
+    original = views._place
+
+    def fails_for_b2(account, data):
+        if data["client_order_id"] == "b-2":
+            raise RuntimeError("the database went away")
+        return original(account, data)
+
+    monkeypatch.setattr(views, "_place", fails_for_b2)
+    batch = [alice.order(market, client_order_id=f"b-{i}", price="99") for i in (1, 2, 3)]
+    response = post(api, {"orders": batch}, f"{ORDERS}batch/")
+    assert response.status_code == 200, response.json()
+    results = response.json()["results"]
+    assert [r["ok"] for r in results] == [True, False, True]
+    assert results[1]["code"] == "INTERNAL_ERROR"
+    # The orders before and after it stand, and the answer says so.
+    assert sorted(Order.objects.values_list("client_order_id", flat=True)) == ["b-1", "b-3"]
+
+
 @pytest.mark.parametrize("orders", [[], [{"market": "x"}], "nope", [1] * 3])
 def test_a_malformed_batch_is_refused_whole(api, alice, market, orders):
     response = post(api, {"orders": orders}, f"{ORDERS}batch/")
@@ -413,6 +437,15 @@ def test_an_archived_order_is_still_found_and_its_ids_stay_taken(api, bob_api, a
     # cannot take its nonce.
     retried = post(api, body)
     assert (retried.status_code, retried.json()["id"]) == (200, order["id"])
+    # Whatever today's checks would say of the request (the market is halted now).
+    market_halt(market=market)
+    MarketMatcher(market).run_batch()
+    retried = post(api, body)
+    assert (retried.status_code, retried.json()["id"]) == (200, order["id"])
+    assert_error(post(api, alice.order(market, nonce="4242")), 400, "MARKET_HALTED")
+    market.refresh_from_db()
+    market_resume(market=market)
+    MarketMatcher(market).run_batch()
     assert_error(post(api, alice.order(market, nonce="4242")), 409, "NONCE_REUSED")
     assert Order.objects.count() == 0
     assert OrderCommand.objects.filter(kind=CommandKind.PLACE).count() == 1
