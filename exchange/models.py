@@ -15,6 +15,7 @@ from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 from django.db.models import F, Q
+from django.db.models.fields.json import KeyTextTransform
 from django.db.models.functions import Length, Now
 
 from dex.db import (
@@ -1054,6 +1055,14 @@ class OrderCommand(FastLoad, models.Model):
                 condition=Q(request_id__regex=r"^[A-Za-z0-9._-]{1,64}$")
                 | Q(request_id__isnull=True),
                 name="ordercommand_request_id_well_formed",
+            ),
+            # A signed amend's nonce is used once per account: a change its wallet
+            # signed cannot be replayed (see exchange.signing).
+            models.UniqueConstraint(
+                F("account"),
+                KeyTextTransform("nonce", "payload"),
+                condition=Q(kind=CommandKind.AMEND, payload__has_key="nonce"),
+                name="ordercommand_unique_amend_nonce",
             ),
         ]
         indexes = [

@@ -7,6 +7,11 @@ Prices and sizes are unsigned integers in units of 10⁻⁸ (the platform's prec
 (``0`` for orders without an expiry). The domain (name, version, chain id, verifying
 contract) comes from settings and is published at ``/api/v1/eip712/``.
 
+An amend is signed too, as an ``Amend`` struct in the same domain: the hash of the order
+it changes, its new price and quantity (``0``: unchanged) and a nonce of its own (each
+used once per account), so a credential that may trade still cannot move a signed order
+to terms its wallet did not sign, nor replay a change it once did.
+
 The sign-in message follows EIP-4361 ("Sign-In with Ethereum") and is signed with
 ``personal_sign`` (EIP-191).
 """
@@ -51,6 +56,19 @@ ORDER_TYPES: dict[str, list[dict[str, str]]] = {
         {"name": "postOnly", "type": "bool"},
         {"name": "selfTradePrevention", "type": "string"},
         {"name": "expiresAt", "type": "uint256"},
+        {"name": "nonce", "type": "uint256"},
+    ],
+}
+
+
+AMEND_PRIMARY_TYPE = "Amend"
+AMEND_TYPES: dict[str, list[dict[str, str]]] = {
+    "EIP712Domain": ORDER_TYPES["EIP712Domain"],
+    "Amend": [
+        {"name": "account", "type": "address"},
+        {"name": "orderHash", "type": "bytes32"},
+        {"name": "price", "type": "uint256"},
+        {"name": "quantity", "type": "uint256"},
         {"name": "nonce", "type": "uint256"},
     ],
 }
@@ -153,6 +171,42 @@ def order_digest(fields: OrderFields, domain: dict | None = None) -> bytes:
     return keccak(b"\x19" + signable.version + signable.header + signable.body)
 
 
+@dataclass(frozen=True, slots=True)
+class AmendFields:
+    """The signed fields of an amend: which order (its hash), to what, and its nonce."""
+
+    account: str
+    order_hash: str
+    nonce: int
+    price: Decimal | None = None
+    quantity: Decimal | None = None
+
+
+def amend_message(fields: AmendFields) -> dict:
+    return {
+        "account": fields.account,
+        "orderHash": fields.order_hash,
+        "price": to_units(fields.price),
+        "quantity": to_units(fields.quantity),
+        "nonce": uint256(int(fields.nonce), "nonce"),
+    }
+
+
+def amend_typed_data(fields: AmendFields, domain: dict | None = None) -> dict:
+    return {
+        "types": AMEND_TYPES,
+        "primaryType": AMEND_PRIMARY_TYPE,
+        "domain": domain or eip712_domain(),
+        "message": amend_message(fields),
+    }
+
+
+def amend_digest(fields: AmendFields, domain: dict | None = None) -> bytes:
+    """The 32-byte EIP-712 digest a trader's wallet signs for an amend."""
+    signable = encode_typed_data(full_message=amend_typed_data(fields, domain))
+    return keccak(b"\x19" + signable.version + signable.header + signable.body)
+
+
 # The order of secp256k1's group. A signature's ``s`` above half of it is the other
 # encoding of the same signature (ECDSA is malleable); as Ethereum does since EIP-2,
 # only the low one is taken, so an order has one signature, not two.
@@ -232,4 +286,10 @@ def recover_message_signer(message: str, signature: str) -> str:
 
 def sign_message(private_key, message: str) -> str:
     signed = EthAccount.sign_message(encode_defunct(text=message), private_key)
+    return "0x" + bytes(signed.signature).hex()
+
+
+def sign_amend(private_key, fields: AmendFields, domain: dict | None = None) -> str:
+    """Sign an amend as a client does: returns the 0x-hex signature."""
+    signed = EthAccount._sign_hash(amend_digest(fields, domain), private_key)
     return "0x" + bytes(signed.signature).hex()

@@ -14,7 +14,7 @@ from rest_framework.test import APIClient
 
 from exchange.models import Account, ApiKeyScope, Market
 from exchange.services.sessions import api_key_create
-from exchange.signing import OrderFields, sign_order
+from exchange.signing import AmendFields, OrderFields, sign_amend, sign_order
 from tests.factories import AccountFactory
 
 _nonces = itertools.count(1)
@@ -81,6 +81,31 @@ class Wallet:
             expires_at=datetime.fromtimestamp(int(expires)).astimezone() if expires else None,
         )
         return sign_order(self.key.key, fields)[1]
+
+
+def signed_amend(wallet: Wallet, order: dict, **fields) -> dict:
+    """A signed amend body for ``POST /api/v1/orders/<id>/amend/`` of ``order`` (as the
+    API returned it): the given ``price``/``quantity``; ``signed_instead`` values (a
+    dict) are signed in place of the body's, the way to forge a mismatch."""
+    signed_instead = fields.pop("signed_instead", {})
+    body = {"nonce": str(next(_nonces))} | {k: v for k, v in fields.items() if v is not None}
+    signed = body | signed_instead
+
+    def dec(name):
+        value = signed.get(name)
+        return Decimal(str(value)) if value is not None else None
+
+    body["signature"] = sign_amend(
+        wallet.key.key,
+        AmendFields(
+            account=signed.get("account", wallet.account.wallet_address),
+            order_hash=signed.get("order_hash", order["order_hash"]),
+            nonce=int(signed["nonce"]),
+            price=dec("price"),
+            quantity=dec("quantity"),
+        ),
+    )
+    return body
 
 
 def key_client(account: Account, scopes=tuple(ApiKeyScope.values)) -> APIClient:

@@ -25,7 +25,14 @@ from exchange.services.sessions import (
     login_complete,
     session_end,
 )
-from exchange.signing import AMOUNT_DECIMALS, ORDER_PRIMARY_TYPE, ORDER_TYPES, eip712_domain
+from exchange.signing import (
+    AMEND_PRIMARY_TYPE,
+    AMEND_TYPES,
+    AMOUNT_DECIMALS,
+    ORDER_PRIMARY_TYPE,
+    ORDER_TYPES,
+    eip712_domain,
+)
 
 HEX_ADDRESS = r"^0x[0-9a-fA-F]{40}$"
 
@@ -194,13 +201,14 @@ class Eip712View(APIView):
 
     @extend_schema(
         operation_id="eip712_get",
-        summary="The EIP-712 domain and types an order is signed with",
+        summary="The EIP-712 domain and the types an order and an amend are signed with",
         responses=inline_serializer(
             "Eip712",
             {
                 "domain": serializers.DictField(),
                 "types": serializers.DictField(),
                 "primaryType": serializers.CharField(),
+                "amend": serializers.DictField(help_text="types and primaryType of an amend"),
                 "amount_decimals": serializers.IntegerField(),
             },
         ),
@@ -211,6 +219,7 @@ class Eip712View(APIView):
                 "domain": eip712_domain(),
                 "types": ORDER_TYPES,
                 "primaryType": ORDER_PRIMARY_TYPE,
+                "amend": {"types": AMEND_TYPES, "primaryType": AMEND_PRIMARY_TYPE},
                 "amount_decimals": AMOUNT_DECIMALS,
             }
         )

@@ -49,7 +49,7 @@ from exchange.models import (
 from exchange.selectors import market_get, order_reload
 from exchange.services.orders import (
     OrderRejected,
-    order_amend,
+    order_amend_signed,
     order_cancel,
     order_cancel_all,
     order_cancel_all_markets,
@@ -318,14 +318,16 @@ class OrderAmendView(_OrderLookup):
         operation_id="orders_amend",
         request=OrderAmendSerializer,
         responses={202: OrderSerializer},
-        summary="Change a resting limit order's price or quantity",
+        summary="Change a resting limit order's price or quantity (a signed amend)",
     )
     def post(self, request, **kwargs):
         serializer = OrderAmendSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         order = self.get_object()
         try:
-            order_amend(account=self.trader.account, order=order, **serializer.validated_data)
+            order_amend_signed(
+                account=self.trader.account, order=order, **serializer.validated_data
+            )
         except OrderRejected as exc:
             raise rejection(exc) from None
         return Response(OrderSerializer(order).data, status=status.HTTP_202_ACCEPTED)

@@ -68,11 +68,17 @@ class OrderBatchSerializer(serializers.Serializer):
 
 
 class OrderAmendSerializer(serializers.Serializer):
+    """A signed amend: ``price``, ``quantity`` and ``nonce`` are in the signed EIP-712
+    ``Amend`` struct (``GET /api/v1/eip712/``) with the order's hash; a field left out
+    is signed as 0 (unchanged). The nonce is the account's, used once per amend."""
+
     price = price_field(required=False)
     quantity = amount_field(required=False)
+    nonce = Uint256Field()
+    signature = serializers.RegexField(HEX_SIGNATURE, help_text="65-byte EIP-712 signature.")
 
     def validate(self, attrs):
-        if not attrs:
+        if "price" not in attrs and "quantity" not in attrs:
             raise serializers.ValidationError("give a new price or quantity")
         return attrs
 

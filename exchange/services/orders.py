@@ -40,7 +40,14 @@ from exchange.models import (
     TimeInForce,
 )
 from exchange.selectors import order_by_client_id
-from exchange.signing import OrderFields, SignatureError, order_digest, recover_signer
+from exchange.signing import (
+    AmendFields,
+    OrderFields,
+    SignatureError,
+    amend_digest,
+    order_digest,
+    recover_signer,
+)
 from portfolio.selectors import fee_rates_for
 from portfolio.services.ledger import InsufficientFunds, hold_place
 
@@ -419,6 +426,54 @@ def order_cancel(*, account: Account, order: Order) -> OrderCommand:
     )
 
 
+def order_amend_signed(
+    *,
+    account: Account,
+    order: Order,
+    nonce: int,
+    signature: str,
+    price: Decimal | None = None,
+    quantity: Decimal | None = None,
+) -> OrderCommand:
+    """The trader-facing way in: ``order_amend`` for a change ``account``'s wallet signed
+    (an EIP-712 ``Amend`` over the order's hash, the new price and quantity and a nonce
+    the account has not used for an amend before). A signature by another wallet, over
+    other values or another order, is refused; so is a nonce used before."""
+    try:
+        digest = amend_digest(
+            AmendFields(
+                account=account.wallet_address,
+                order_hash=order.order_hash,
+                nonce=nonce,
+                price=price,
+                quantity=quantity,
+            )
+        )
+    except ValueError as exc:  # an amount finer than 1e-8: it cannot have been signed
+        raise _reject("INVALID_AMOUNT", str(exc)) from None
+    try:
+        signer = recover_signer(digest, signature)
+    except SignatureError as exc:
+        raise _reject("INVALID_SIGNATURE", str(exc)) from None
+    if signer != account.wallet_address:
+        raise _reject(
+            "SIGNATURE_MISMATCH", "the signature is not this account's wallet over this amend"
+        )
+    try:
+        return order_amend(
+            account=account,
+            order=order,
+            price=price,
+            quantity=quantity,
+            signed={"nonce": str(nonce), "signature": signature.lower()},
+        )
+    except IntegrityError as exc:
+        diag = getattr(exc.__cause__, "diag", None)
+        if getattr(diag, "constraint_name", None) == "ordercommand_unique_amend_nonce":
+            raise _reject("NONCE_REUSED", f"amend nonce {nonce} was used already") from None
+        raise
+
+
 @transaction.atomic(durable=True)
 def order_amend(
     *,
@@ -426,12 +481,14 @@ def order_amend(
     order: Order,
     price: Decimal | None = None,
     quantity: Decimal | None = None,
+    signed: dict[str, str] | None = None,
 ) -> OrderCommand:
     """Ask the matcher to change a resting limit order's price or quantity. The amended
     order must pass every check a new one would (the market's rules, an iceberg showing
     no more than its quantity, the account's limits and the market's state); the matcher
     decides the rest, and if the change needs more funds, they are held when it applies
-    it."""
+    it. ``signed``: the nonce and signature of a trader's signed amend, journalled with
+    it (see ``order_amend_signed``, the way traders amend)."""
     locked = _live_order(account, order)
     if locked.type not in LIMIT_TYPES or locked.status == OrderStatus.PENDING:
         raise _reject("NOT_AMENDABLE", "only a resting limit order can be amended")
@@ -458,7 +515,7 @@ def order_amend(
     _tradable(account, market, amended)
     if quantity is not None and quantity <= locked.filled:
         raise _reject("INVALID_QUANTITY", f"{quantity} is not above what is filled already")
-    payload = {}
+    payload = dict(signed or {})
     if price is not None:
         payload["price"] = str(price)
     if quantity is not None:

@@ -643,6 +643,30 @@ def test_a_command_names_what_its_kind_needs(market):
     assert OrderCommand.objects.create(market=market, kind="HALT").status == "PENDING"
 
 
+def test_a_signed_amends_nonce_is_used_once_per_account():
+    order = OrderFactory()
+    other = OrderFactory()
+
+    def amend(target, nonce):
+        return OrderCommand.objects.create(
+            market=target.market,
+            kind="AMEND",
+            account=target.account,
+            order=target,
+            payload={"price": "99", "nonce": nonce, "signature": random_hex(65)},
+        )
+
+    amend(order, "7")
+    with refused("ordercommand_unique_amend_nonce"):
+        amend(order, "7")
+    assert amend(other, "7").pk  # another account's nonces are its own
+    # Amends journalled before signed amends carry no nonce: any number of them.
+    for _ in range(2):
+        OrderCommand.objects.create(
+            market=order.market, kind="AMEND", account=order.account, order=order
+        )
+
+
 # --- markets, accounts, API keys -----------------------------------------------------
 
 

@@ -21,7 +21,7 @@ def bobs_order(bob_api, bob, market):
     [
         ("get", "{id}/", None),
         ("delete", "{id}/", None),
-        ("post", "{id}/amend/", {"price": "99"}),
+        ("post", "{id}/amend/", {"price": "99", "nonce": "1", "signature": "0x" + "1b" * 65}),
         ("get", "by-client-id/bobs/", None),
         ("delete", "by-client-id/bobs/", None),
     ],

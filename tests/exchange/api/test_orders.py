@@ -15,7 +15,7 @@ from exchange.models import AccountStatus, CommandKind, MarketStatus, Order, Ord
 from exchange.services.archiving import orders_archive
 from exchange.services.markets import market_halt, market_resume
 from portfolio.models import LedgerTransaction
-from tests.api_support import Wallet, key_client
+from tests.api_support import Wallet, key_client, signed_amend
 from tests.portfolio import sim
 
 ORDERS = "/api/v1/orders/"
@@ -432,7 +432,8 @@ def test_an_archived_order_is_still_found_and_its_ids_stay_taken(api, bob_api, a
         assert (found.json()["id"], found.json()["status"]) == (order["id"], "CANCELLED")
         assert_error(bob_api.get(path), 404, "UNKNOWN_ORDER")
         assert_error(api.delete(path), 409, "ORDER_CLOSED")
-    assert_error(post(api, {"price": "99"}, f"{ORDERS}{order['id']}/amend/"), 409, "ORDER_CLOSED")
+    amend = signed_amend(alice, order, price="99")
+    assert_error(post(api, amend, f"{ORDERS}{order['id']}/amend/"), 409, "ORDER_CLOSED")
     # A retry of the same request answers with the archived original; a new order
     # cannot take its nonce.
     retried = post(api, body)
@@ -462,29 +463,85 @@ def test_cancel_by_client_order_id(api, alice, market):
 def test_amend_changes_a_resting_order(api, alice, market):
     order = post(api, alice.order(market, price="100", quantity="2")).json()
     MarketMatcher(market).run_batch()
-    response = post(api, {"price": "101", "quantity": "3"}, f"{ORDERS}{order['id']}/amend/")
+    amend = signed_amend(alice, order, price="101", quantity="3")
+    response = post(api, amend, f"{ORDERS}{order['id']}/amend/")
     assert response.status_code == 202, response.json()
     MarketMatcher(market).run_batch()
     amended = api.get(f"{ORDERS}{order['id']}/").json()
     assert D(amended["price"]) == 101
     assert D(amended["quantity"]) == 3
+    command = OrderCommand.objects.get(kind=CommandKind.AMEND)
+    assert command.payload == {
+        "price": "101.00000000",
+        "quantity": "3.00000000",
+        "nonce": amend["nonce"],
+        "signature": amend["signature"],
+    }
+
+
+UNSIGNED = {"nonce": "1", "signature": "0x" + "1b" * 65}
 
 
 @pytest.mark.parametrize(
     ("body", "code"),
     [
         ({}, "VALIDATION_ERROR"),
-        ({"price": "-1"}, "VALIDATION_ERROR"),
-        ({"price": "100.001"}, "PRICE_OFF_TICK"),
-        ({"quantity": "NaN"}, "VALIDATION_ERROR"),
+        (UNSIGNED, "VALIDATION_ERROR"),  # neither price nor quantity
+        ({"price": "101"}, "VALIDATION_ERROR"),  # no signature, no nonce
+        ({"price": "-1"} | UNSIGNED, "VALIDATION_ERROR"),
+        ({"quantity": "NaN"} | UNSIGNED, "VALIDATION_ERROR"),
+        ({"price": "101", "nonce": "-1", "signature": UNSIGNED["signature"]}, "VALIDATION_ERROR"),
     ],
 )
-def test_bad_amends_are_refused(api, alice, market, body, code):
+def test_malformed_amends_are_refused(api, alice, market, body, code):
     order = post(api, alice.order(market)).json()
     MarketMatcher(market).run_batch()
     response = post(api, body, f"{ORDERS}{order['id']}/amend/")
     assert_error(response, 400, code)
     assert not OrderCommand.objects.filter(kind=CommandKind.AMEND).exists()
+
+
+def test_an_amend_off_the_markets_grid_is_refused(api, alice, market):
+    order = post(api, alice.order(market)).json()
+    MarketMatcher(market).run_batch()
+    response = post(
+        api, signed_amend(alice, order, price="100.001"), f"{ORDERS}{order['id']}/amend/"
+    )
+    assert_error(response, 400, "PRICE_OFF_TICK")
+    assert not OrderCommand.objects.filter(kind=CommandKind.AMEND).exists()
+
+
+def test_an_amend_is_signed_by_the_orders_wallet_over_its_values(api, alice, bob, market):
+    order = post(api, alice.order(market, price="100", quantity="2")).json()
+    other = post(api, alice.order(market, price="99", quantity="1")).json()
+    MarketMatcher(market).run_batch()
+    url = f"{ORDERS}{order['id']}/amend/"
+    forged = {
+        # A credential that may trade, without the wallet: another wallet's signature.
+        "another wallet": signed_amend(
+            bob, order, price="1", signed_instead={"account": alice.account.wallet_address}
+        ),
+        # The wallet signed 101; the request says 1.
+        "another price": signed_amend(alice, order, price="1", signed_instead={"price": "101"}),
+        "another quantity": signed_amend(
+            alice, order, quantity="20", signed_instead={"quantity": "3"}
+        ),
+        # Signed for Alice's other order, sent for this one.
+        "another order": signed_amend(
+            alice, order, price="1", signed_instead={"order_hash": other["order_hash"]}
+        ),
+    }
+    for case, body in forged.items():
+        assert_error(post(api, body, url), 401, "SIGNATURE_MISMATCH"), case
+    assert not OrderCommand.objects.filter(kind=CommandKind.AMEND).exists()
+
+    amend = signed_amend(alice, order, price="101")
+    assert post(api, amend, url).status_code == 202
+    # The same signed change again, or the nonce on another change, is refused.
+    assert_error(post(api, amend, url), 409, "NONCE_REUSED")
+    reused = signed_amend(alice, other, price="98", nonce=amend["nonce"])
+    assert_error(post(api, reused, f"{ORDERS}{other['id']}/amend/"), 409, "NONCE_REUSED")
+    assert OrderCommand.objects.filter(kind=CommandKind.AMEND).count() == 1
 
 
 def test_cancel_all_cancels_every_open_order_of_the_caller_only(api, bob_api, alice, bob, market):
