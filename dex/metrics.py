@@ -96,6 +96,12 @@ MATCHER_COMMAND_LATENCY = Histogram(
 MATCHER_BATCH_FAILURES = Counter(
     "dex_matcher_batch_failures", "Matcher batches that rolled back.", ["market"]
 )
+MATCHER_COMMANDS_REFUSED = Counter(
+    "dex_matcher_commands_refused",
+    "Commands the matcher marked done unapplied (UNPROCESSABLE): each failed every batch "
+    "of its own. Alert on any.",
+    ["market", "kind"],
+)
 TRADES = Counter("dex_trades", "Trades executed and committed by the matcher.", ["market"])
 MATCHER_SEQUENCE = Gauge(
     "dex_matcher_sequence", "The market's journal sequence the matcher has reached.", ["market"]

@@ -37,6 +37,7 @@ from django.db.models import Max
 from django.utils import timezone
 
 from dex.db import ModelRows
+from dex.metrics import MATCHER_COMMANDS_REFUSED
 from exchange import engine
 from exchange.matcher.convert import QUANTUM, market_units, to_engine
 from exchange.models import (
@@ -329,6 +330,7 @@ class _Batch:
             self.orders[command.order_id] = command.order
             events.append(engine.Rejected(command.order_id, command.account_id, reason))
         self.refused[command.pk] = reason
+        MATCHER_COMMANDS_REFUSED.labels(m.market.symbol, command.kind).inc()
         command.sequence = m.sequence
         self.answers.append((command, events))
         self.result.commands += 1

@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from django.db import connection, transaction
 from django.utils import timezone
+from prometheus_client import REGISTRY
 
 from exchange.matcher.market import MarketMatcher
 from exchange.models import CommandStatus, Order, OrderCommand, OrderStatus, Trade
@@ -383,7 +384,10 @@ def test_an_amend_that_cannot_be_persisted_is_refused_and_the_market_goes_on(
         market=market, kind="AMEND", account=buyer, order=iceberg, payload={"quantity": "2"}
     )
     ask = place_order(seller, market, "SELL", "1", "100")
+    refusals = ("dex_matcher_commands_refused_total", {"market": market.symbol, "kind": "AMEND"})
+    before = REGISTRY.get_sample_value(*refusals) or 0
     assert drain(matcher) == 3  # the batch, then the amend alone twice
+    assert REGISTRY.get_sample_value(*refusals) == before + 1  # for operators' alerts
 
     poison.refresh_from_db()
     assert (poison.status, poison.result) == (CommandStatus.DONE, {"rejected": "UNPROCESSABLE"})
