@@ -4,7 +4,9 @@ Every request to a DRF view is charged to three buckets of its *scope*: the call
 credential (the API key, or the account for a wallet session), the client's IP address,
 and a global ceiling shared by every caller. Views that place, amend or cancel orders
 set ``rate_limit_scope = "orders"`` and get the stricter limits of that scope; every
-other view is ``"default"``. The limits are ``settings.API_RATE_LIMITS``.
+other view is ``"default"``. A view whose requests weigh more than one (a batch of
+orders) says how much with ``rate_limit_cost(request)``. The limits are
+``settings.API_RATE_LIMITS``.
 
 The algorithm is GCRA (the generic cell rate algorithm, a leaky bucket kept as one
 timestamp per bucket): a limit of N per T seconds admits a burst of N and then one
@@ -45,7 +47,9 @@ logger = logging.getLogger(__name__)
 DEFAULT_SCOPE = "default"
 BUCKETS = ("credential", "ip", "global")
 
-# KEYS: one per bucket. ARGV: limit and period (µs) per bucket, in the order of KEYS.
+# KEYS: one per bucket. ARGV: limit and period (µs) per bucket, in the order of KEYS,
+# then the request's cost in units (a batch of N orders costs N; never more than a
+# bucket's whole burst, or a bucket could never admit it).
 # Returns {allowed, then remaining, reset_us, retry_us for each bucket}. All arithmetic
 # is on whole microseconds, which doubles hold exactly, and numbers are written with
 # string.format because Redis would turn a Lua number into a string with 14 digits.
@@ -53,7 +57,8 @@ _GCRA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local n = #KEYS
-local tats, intervals, bursts, free = {}, {}, {}, {}
+local cost = tonumber(ARGV[2 * n + 1])
+local tats, intervals, bursts, free, costs = {}, {}, {}, {}, {}
 local allowed = 1
 for i = 1, n do
   local limit = tonumber(ARGV[2 * i - 1])
@@ -61,19 +66,20 @@ for i = 1, n do
   local tat = tonumber(redis.call('GET', KEYS[i]) or now)
   if tat < now then tat = now end
   tats[i], intervals[i], bursts[i] = tat, interval, interval * limit
+  costs[i] = math.min(cost, limit)
   free[i] = math.floor((now + bursts[i] - tat) / interval)
-  if free[i] < 1 then allowed = 0 end
+  if free[i] < costs[i] then allowed = 0 end
 end
 local out = {allowed}
 for i = 1, n do
   local remaining, reset, retry = free[i], tats[i] - now, 0
   if allowed == 1 then
-    local tat = tats[i] + intervals[i]
+    local tat = tats[i] + intervals[i] * costs[i]
     redis.call('SET', KEYS[i], string.format('%.0f', tat),
                'PX', string.format('%.0f', math.ceil((tat - now) / 1000)))
-    remaining, reset = free[i] - 1, tat - now
-  elseif free[i] < 1 then
-    remaining, retry = 0, tats[i] + intervals[i] - bursts[i] - now
+    remaining, reset = free[i] - costs[i], tat - now
+  elseif free[i] < costs[i] then
+    remaining, retry = free[i], tats[i] + intervals[i] * costs[i] - bursts[i] - now
   end
   out[#out + 1] = remaining
   out[#out + 1] = reset
@@ -137,10 +143,13 @@ def _limits(scope: str) -> dict[str, tuple[int, float]]:
         raise ImproperlyConfigured(f"no API_RATE_LIMITS for scope {scope!r}") from None
 
 
-def rate_limit_hit(*, scope: str, credential: str | None, ip: str | None) -> Decision | None:
-    """Charge one request to the buckets of ``scope`` that apply to this caller (no
-    credential bucket for an anonymous caller). ``None`` when limiting is off or Redis
-    is unreachable: the caller lets the request through."""
+def rate_limit_hit(
+    *, scope: str, credential: str | None, ip: str | None, cost: int = 1
+) -> Decision | None:
+    """Charge a request of ``cost`` units (one, or a batch's orders) to the buckets of
+    ``scope`` that apply to this caller (no credential bucket for an anonymous caller).
+    ``None`` when limiting is off or Redis is unreachable: the caller lets the request
+    through."""
     global _redis_down_until
     if not settings.API_RATE_LIMIT_ENABLED:
         return None
@@ -153,6 +162,7 @@ def rate_limit_hit(*, scope: str, credential: str | None, ip: str | None) -> Dec
     for name in names:
         count, seconds = limits[name]
         args += [int(count), round(seconds * 1_000_000)]
+    args.append(max(1, int(cost)))
     if not names or time.monotonic() < _redis_down_until:
         return None
     try:
@@ -226,10 +236,12 @@ class ApiRateThrottle(BaseThrottle):
     decision: Decision | None = None
 
     def allow_request(self, request, view) -> bool:
+        cost = getattr(view, "rate_limit_cost", None)
         self.decision = rate_limit_hit(
             scope=getattr(view, "rate_limit_scope", DEFAULT_SCOPE),
             credential=credential_ident(request.user),
             ip=client_ip(request),
+            cost=cost(request) if cost is not None else 1,
         )
         request._request.rate_limit = self.decision
         return self.decision is None or self.decision.allowed

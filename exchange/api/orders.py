@@ -25,6 +25,7 @@ from dex.api.permissions import CanTrade
 from dex.api.scoping import for_account
 from dex.api.views import TraderHistoryView, TraderView
 from exchange.api.serializers import (
+    BATCH_MAX_ORDERS,
     CancelAllSerializer,
     FillListQuerySerializer,
     FillSerializer,
@@ -178,6 +179,13 @@ class OrderListView(TraderHistoryView):
 class OrderBatchView(TraderView):
     permission_classes = [CanTrade]
     rate_limit_scope = "orders"
+
+    @staticmethod
+    def rate_limit_cost(request) -> int:
+        """Each order of a batch counts against the order limits, as if sent alone (a
+        malformed batch, refused whole, counts one)."""
+        orders = request.data.get("orders") if isinstance(request.data, dict) else None
+        return min(len(orders), BATCH_MAX_ORDERS) if isinstance(orders, list) and orders else 1
 
     @extend_schema(
         operation_id="orders_place_batch",

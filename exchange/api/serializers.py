@@ -63,8 +63,11 @@ def order_request_from(validated: dict) -> OrderRequest:
     )
 
 
+BATCH_MAX_ORDERS = 20
+
+
 class OrderBatchSerializer(serializers.Serializer):
-    orders = OrderPlaceSerializer(many=True, allow_empty=False, max_length=20)
+    orders = OrderPlaceSerializer(many=True, allow_empty=False, max_length=BATCH_MAX_ORDERS)
 
 
 class OrderAmendSerializer(serializers.Serializer):

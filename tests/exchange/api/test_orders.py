@@ -649,3 +649,26 @@ def test_order_endpoints_have_their_own_stricter_limit_with_headers(api, alice, 
     assert Order.objects.count() == 2  # the refused order was not placed
     # Reads are another bucket: still allowed.
     assert api.get("/api/v1/balances/").status_code == 200
+
+
+def test_each_order_of_a_batch_counts_against_the_order_limit(api, alice, market, settings):
+    settings.API_RATE_LIMIT_KEY_PREFIX = f"test:rl:batch:{uuid.uuid4().hex}"
+    high = (10_000, 60)
+    settings.API_RATE_LIMITS = {
+        "default": {"credential": high, "ip": high, "global": high},
+        "orders": {"credential": (5, 60), "ip": high, "global": high},
+    }
+    batch = {"orders": [alice.order(market, price="99") for _ in range(3)]}
+    placed = post(api, batch, f"{ORDERS}batch/")
+    assert placed.status_code == 200, placed.json()
+    assert placed["RateLimit-Remaining"] == "2"  # 5 - 3
+    # Three more do not fit in the two left: refused whole, nothing placed, nothing spent.
+    refused = post(api, {"orders": [alice.order(market) for _ in range(3)]}, f"{ORDERS}batch/")
+    assert_error(refused, 429, "RATE_LIMITED")
+    assert Order.objects.count() == 3
+    assert post(api, alice.order(market)).status_code == 201
+    # A batch larger than the whole limit is charged the whole limit, not refused forever.
+    settings.API_RATE_LIMIT_KEY_PREFIX = f"test:rl:batch:{uuid.uuid4().hex}"
+    big = post(api, {"orders": [alice.order(market) for _ in range(8)]}, f"{ORDERS}batch/")
+    assert big.status_code == 200, big.json()
+    assert big["RateLimit-Remaining"] == "0"
