@@ -18,6 +18,8 @@ from portfolio import metrics
 from portfolio.models import (
     Balance,
     FeeTier,
+    LedgerAccount,
+    LedgerAccountKind,
     PortfolioSnapshot,
     Position,
     Posting,
@@ -29,6 +31,22 @@ from portfolio.reports import realized_gains
 ZERO = Decimal(0)
 # Fee tiers look at the last 30 daily statistics rows (today's and the 29 days before).
 FEE_VOLUME_DAYS = 30
+
+
+def trader_available(*, asset_id: int, account_id: int) -> Decimal:
+    """What ``account_id`` has available of ``asset_id``, as committed now (not locked:
+    a check to repeat under the lock before money moves)."""
+    balance = (
+        LedgerAccount.objects.filter(
+            kind=LedgerAccountKind.AVAILABLE,
+            asset_id=asset_id,
+            owner_id=account_id,
+            market__isnull=True,
+        )
+        .values_list("balance", flat=True)
+        .first()
+    )
+    return balance if balance is not None else ZERO
 
 
 def balance_list(*, account: Account) -> QuerySet[Balance]:

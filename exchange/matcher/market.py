@@ -58,6 +58,7 @@ from exchange.models import (
 )
 from portfolio.holds import ZERO, fee_amount, order_hold_asset_id, order_hold_required
 from portfolio.models import LedgerAccountKind, TransactionKind
+from portfolio.selectors import trader_available
 from portfolio.services.ledger import (
     hold_increase,
     holds_sync_many,
@@ -399,15 +400,19 @@ class _Batch:
             amended.price = price if price is not None else order.price
             amended.remaining = remaining if remaining is not None else order.remaining
             extra = order_hold_required(amended) - order_holds([order.pk]).get(order.pk, ZERO)
-            if extra > 0:
-                asset = order_hold_asset_id(order)
-                key = trader_account_key(LedgerAccountKind.AVAILABLE, asset, order.account_id)
-                held = trader_account_key(LedgerAccountKind.HELD, asset, order.account_id)
-                # Locked until this batch commits: the funds checked here stay there. The
-                # held account with it, as order_place locks them (no deadlock between).
-                available = ledger_accounts_lock_keys([key, held], known=self.m.ledger_ids)[key]
-                if available.balance < extra:
-                    return [engine.Rejected(order.pk, None, "INSUFFICIENT_FUNDS")]
+            # Read, not locked: the batch locks all of its accounts at once, in
+            # primary-key order, when it persists; locking these two here, first, could
+            # deadlock with another market's batch. The extra hold is checked again
+            # under that lock (hold_increase): funds spent in between fail this batch,
+            # and the amend, applied again alone, is refused here.
+            if (
+                extra > 0
+                and trader_available(
+                    asset_id=order_hold_asset_id(order), account_id=order.account_id
+                )
+                < extra
+            ):
+                return [engine.Rejected(order.pk, None, "INSUFFICIENT_FUNDS")]
         else:
             extra = ZERO
         events = self.m.book.amend(

@@ -448,3 +448,66 @@ def test_a_lost_database_never_gets_a_command_refused(market, matcher, buyer, mo
     assert refreshed(bid)[0].status == "OPEN"
     assert matcher.strikes == {}
     assert matcher.isolate_through is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_amend_takes_no_lock_before_its_batch_locks_in_order(monkeypatch):
+    """Two markets' batches share a trader's quote accounts. An amend that holds more
+    used to lock its trader's accounts while applied, before its batch locked the rest
+    in primary-key order: with another market's batch holding a lower account and
+    waiting for those, PostgreSQL found a deadlock."""
+
+    from exchange.matcher import market as matcher_module
+    from tests.factories import AssetFactory
+
+    usdc, eth, btc = (AssetFactory(symbol=s) for s in ("USDC", "ETH", "BTC"))
+    eth_usdc, btc_usdc = MarketFactory(base=eth, quote=usdc), MarketFactory(base=btc, quote=usdc)
+    z = AccountFactory(kyc_tier=1)
+    sim.deposit(z, usdc, "1000")  # Z's quote accounts have the lower ids
+    sim.deposit(z, eth, "10")
+    sim.deposit(z, btc, "10")
+    x = AccountFactory(kyc_tier=1)
+    sim.deposit(x, usdc, "10000")
+    first, second = MarketMatcher(eth_usdc), MarketMatcher(btc_usdc)
+    place_order(z, eth_usdc, "SELL", "1", "100")
+    bid = place_order(x, eth_usdc, "BUY", "1", "90")
+    first.run_batch()
+    place_order(z, btc_usdc, "SELL", "1", "100")
+    second.run_batch()
+    order_amend(account=x, order=refreshed(bid)[0], price=D("100"))  # holds more; crosses Z
+    place_order(x, btc_usdc, "BUY", "1", "100")  # the second market trades X with Z
+
+    applied, go = threading.Event(), threading.Event()
+    persist = matcher_module._Batch.persist
+
+    def paused(batch):
+        if batch.m is first:
+            applied.set()  # the amend is applied: any lock it took is held now
+            go.wait(10)
+        return persist(batch)
+
+    monkeypatch.setattr(matcher_module._Batch, "persist", paused)
+    failures: dict[str, str | None] = {}
+
+    def run(name: str, matcher: MarketMatcher) -> None:
+        try:
+            matcher.run_batch()
+            failures[name] = None
+        except Exception as exc:
+            failures[name] = f"{type(exc).__name__}: {exc}"
+        finally:
+            connection.close()
+
+    one = threading.Thread(target=run, args=("ETH-USDC", first))
+    one.start()
+    assert applied.wait(10)
+    two = threading.Thread(target=run, args=("BTC-USDC", second))
+    two.start()
+    two.join(1.5)  # it locks Z's quote accounts, then X's
+    go.set()
+    one.join(30)
+    two.join(30)
+
+    assert failures == {"ETH-USDC": None, "BTC-USDC": None}
+    assert Trade.objects.count() == 2
+    assert ledger_check() == []
