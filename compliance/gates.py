@@ -33,7 +33,8 @@ SELECT
       WHERE country = a.country AND a.country <> '' AND (market_id IS NULL OR market_id = %s)
       ORDER BY market_id NULLS FIRST LIMIT 1),
     (SELECT max_order_notional FROM {KycTierLimit._meta.db_table}
-      WHERE kyc_tier = a.kyc_tier AND quote_id = %s)
+      WHERE kyc_tier = a.kyc_tier AND quote_id = %s),
+    CASE WHEN %s THEN (SELECT last_price FROM market_last_price WHERE market_id = %s) END
 FROM {Account._meta.db_table} a
 WHERE a.id = %s
 FOR SHARE OF a
@@ -47,10 +48,17 @@ class GateRefusal:
 
 
 def placement_refusal(
-    *, account: Account, market: Market, notional: Decimal | None
+    *,
+    account: Account,
+    market: Market,
+    notional: Decimal | None,
+    quantity: Decimal | None = None,
 ) -> GateRefusal | None:
-    """Why ``account`` may not place an order of ``notional`` (quote units; None when
-    unknown, as for a market sell) in ``market``, or None when it may.
+    """Why ``account`` may not place an order of ``notional`` (quote units) in
+    ``market``, or None when it may. An order with no price of its own (a market sell)
+    has no notional: give its ``quantity`` instead, valued for the KYC tier's order
+    limit at the market's last trade price (not limited before the market's first
+    trade).
 
     Run inside the placement's transaction: the account is read as it is now (not as
     the caller loaded it) and its row stays share-locked until the order and its
@@ -64,8 +72,11 @@ def placement_refusal(
     with connection.cursor() as cursor:
         # The account and both rules in one round trip: the first jurisdiction rule
         # that applies, and the tier's order limit in this quote asset.
-        cursor.execute(_RULES_SQL, [market.pk, market.quote_id, account.pk])
-        status, kyc_tier, country, restriction, max_notional = cursor.fetchone()
+        mark = notional is None and quantity is not None
+        cursor.execute(_RULES_SQL, [market.pk, market.quote_id, mark, market.pk, account.pk])
+        status, kyc_tier, country, restriction, max_notional, last_price = cursor.fetchone()
+    if mark and last_price is not None:
+        notional = last_price * quantity
     if status == AccountStatus.FROZEN:
         return GateRefusal("ACCOUNT_FROZEN", "this account is frozen; contact support")
     if status != AccountStatus.ACTIVE:

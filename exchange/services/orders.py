@@ -211,7 +211,8 @@ def order_request_validate(*, market: Market, request: OrderRequest) -> str:
 
 
 def _notional(request: OrderRequest) -> Decimal | None:
-    """What the order may trade, in quote: None where no price bounds it (market sells)."""
+    """What the order may trade, in quote: None where no price bounds it (market sells,
+    which the placement gates value at the market's last price)."""
     if request.quote_quantity is not None:
         return request.quote_quantity
     reference = request.price or request.protection_price
@@ -219,7 +220,9 @@ def _notional(request: OrderRequest) -> Decimal | None:
 
 
 def _tradable(account: Account, market: Market, request: OrderRequest) -> None:
-    refusal = placement_refusal(account=account, market=market, notional=_notional(request))
+    refusal = placement_refusal(
+        account=account, market=market, notional=_notional(request), quantity=request.quantity
+    )
     if refusal is not None:
         raise _reject(refusal.code, refusal.message)
 

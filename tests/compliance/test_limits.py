@@ -8,6 +8,8 @@ import pytest
 from django.db import IntegrityError, connection, connections, transaction
 
 from compliance.models import KycFundingLimit, KycTierLimit
+from exchange.matcher.market import MarketMatcher
+from exchange.models import Trade
 from exchange.services.orders import OrderRejected
 from portfolio.models import VaultOperation, VaultOperationKind, VaultOperationStatus
 from portfolio.services.vault import (
@@ -64,6 +66,28 @@ def test_an_order_above_the_tiers_notional_limit_is_refused(market, buyer):
     place_order(buyer, market, "BUY", quantity="10", price="100")  # exactly 1,000
     with pytest.raises(OrderRejected, match="need a higher KYC tier") as refused:
         place_order(buyer, market, "BUY", quantity="10.001", price="100")
+    assert refused.value.code == "KYC_LIMIT_EXCEEDED"
+
+
+@pytest.mark.parametrize("order_type", ["MARKET", "STOP_MARKET"])
+def test_a_market_sell_is_valued_at_the_last_price_for_the_tiers_limit(
+    market, buyer, seller, order_type
+):
+    KycTierLimit.objects.create(kyc_tier=1, quote=market.quote, max_order_notional=D("1000"))
+    stop = {"stop_price": D("90")} if order_type == "STOP_MARKET" else {}
+    # No trade yet: nothing to value it at, so no limit.
+    place_order(seller, market, "SELL", "11", None, type=order_type, time_in_force="IOC", **stop)
+    place_order(buyer, market, "BUY", "1", "100")
+    place_order(seller, market, "SELL", "1", "100")
+    drain = MarketMatcher(market)
+    for _ in range(3):
+        drain.run_batch()
+    assert Trade.objects.exists()  # the last price is 100 now
+    place_order(seller, market, "SELL", "10", None, type=order_type, time_in_force="IOC", **stop)
+    with pytest.raises(OrderRejected, match="need a higher KYC tier") as refused:
+        place_order(
+            seller, market, "SELL", "10.001", None, type=order_type, time_in_force="IOC", **stop
+        )
     assert refused.value.code == "KYC_LIMIT_EXCEEDED"
 
 
