@@ -59,6 +59,7 @@ from portfolio.services.ledger import InsufficientFunds
 from portfolio.services.vault import (
     ComplianceRefusal,
     IdempotencyConflict,
+    InvalidAmount,
     VaultError,
     withdrawal_requested,
 )
@@ -216,6 +217,8 @@ class WithdrawalListView(TraderHistoryView):
             raise ApiError("IDEMPOTENCY_CONFLICT", str(exc), status=409) from None
         except InvalidWalletAddress as exc:
             raise ApiError("INVALID_ADDRESS", str(exc)) from None
+        except InvalidAmount as exc:
+            raise ApiError("INVALID_AMOUNT", str(exc)) from None
         except ComplianceRefusal as exc:  # the jurisdiction or the tier's daily limit
             raise ApiError(exc.code, str(exc), status=403) from None
         except VaultError as exc:

@@ -48,6 +48,12 @@ class InvalidTransition(VaultError):
     code = "INVALID_STATE"
 
 
+class InvalidAmount(VaultError):
+    """An amount that cannot be moved: not positive, or finer than the token allows."""
+
+    code = "INVALID_AMOUNT"
+
+
 class ComplianceRefusal(VaultError):
     """A compliance rule refuses the movement: the trader's jurisdiction, or their KYC
     tier's daily limit. ``code`` says which."""
@@ -59,9 +65,22 @@ class ComplianceRefusal(VaultError):
 
 def _positive(amount: Decimal) -> Decimal:
     if not isinstance(amount, Decimal) or not amount.is_finite() or amount <= 0:
-        raise VaultError(f"amount must be a positive decimal, not {amount!r}")
+        raise InvalidAmount(f"amount must be a positive decimal, not {amount!r}")
     if amount != amount.quantize(Decimal("0.00000001")):
-        raise VaultError(f"amount {amount} has more than 8 decimal places")
+        raise InvalidAmount(f"amount {amount} has more than 8 decimal places")
+    return amount
+
+
+def _payable(amount: Decimal, asset: Asset) -> Decimal:
+    """``amount`` if a transfer of ``asset`` can carry it exactly: a token of 6 decimals
+    cannot send 1.0000001, and what it could not send would stay on the ledger as dust
+    the vault does not hold."""
+    amount = _positive(amount)
+    places = min(asset.decimals, 8)
+    if amount != amount.quantize(Decimal(1).scaleb(-places)):
+        raise InvalidAmount(
+            f"{asset.symbol} moves in steps of {Decimal(1).scaleb(-places)}; {amount} is finer"
+        )
     return amount
 
 
@@ -213,7 +232,7 @@ def withdrawal_requested(
     idempotency_key: str,
 ) -> Requested:
     """``withdrawal_request``, saying whether this call made the request."""
-    amount = _positive(amount)
+    amount = _payable(amount, asset)
     destination = wallet_address_normalize(destination_address)
     key = withdrawal_idempotency_key(account_id=account.pk, client_key=idempotency_key)
     # Requests with one key, whatever their asset, one after another: a concurrent retry

@@ -29,6 +29,7 @@ from portfolio.services.adjustments import (
 from portfolio.services.ledger import InsufficientFunds
 from portfolio.services.vault import (
     IdempotencyConflict,
+    InvalidAmount,
     InvalidTransition,
     VaultError,
     deposit_credit,
@@ -171,6 +172,15 @@ def test_a_withdrawal_beyond_the_available_balance_is_refused(market, quote, buy
     with pytest.raises(InsufficientFunds, match="insufficient USDC"):
         request(buyer, quote, "5000")
     assert sim.balance(buyer, quote) == (D("4997.5"), D("5002.5"))
+
+
+def test_a_withdrawal_moves_no_finer_than_the_token_does(quote, base, buyer):
+    sim.deposit(buyer, base, "1")
+    with pytest.raises(InvalidAmount, match=r"USDC moves in steps of 0\.000001;"):
+        request(buyer, quote, "1.0000001")
+    assert sim.balance(buyer, quote) == (D("10000"), D(0))
+    assert request(buyer, quote, "1.000001", key="w-2").amount == D("1.000001")
+    assert request(buyer, base, "0.00000001", key="w-3").amount == D("0.00000001")  # 18
 
 
 def test_a_frozen_account_cannot_withdraw(quote, buyer):

@@ -80,6 +80,7 @@ def test_a_retried_withdrawal_returns_the_original(api, alice):
         ({"amount": "0"}, 400, "VALIDATION_ERROR"),
         ({"amount": "NaN"}, 400, "VALIDATION_ERROR"),
         ({"amount": "1.123456789"}, 400, "VALIDATION_ERROR"),
+        ({"amount": "1.0000001"}, 400, "INVALID_AMOUNT"),  # USDC has 6 decimals on chain
         ({"amount": "١٠"}, 400, "VALIDATION_ERROR"),  # Arabic-Indic digits
         ({"amount": "１０"}, 400, "VALIDATION_ERROR"),  # full-width digits
         ({"amount": "1_0"}, 400, "VALIDATION_ERROR"),
