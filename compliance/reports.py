@@ -64,9 +64,15 @@ MAX_ID = 2**63 - 1
 # --------------------------------------------------------------------------------------
 
 
+# A cell starting with one of these is a formula to a spreadsheet: a trader's client
+# order id "=HYPERLINK(…)" would run in the auditor's copy of the report.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
 def text(value: Any) -> str:
     """A value as exact text: decimals as stored, datetimes in UTC, durations in
-    seconds, nothing as an empty cell."""
+    seconds, nothing as an empty cell. Text that a spreadsheet would take for a formula
+    is quoted with a leading ``'`` (numbers are not text: a negative amount stays one)."""
     if value is None:
         return ""
     if isinstance(value, Decimal):
@@ -76,7 +82,10 @@ def text(value: Any) -> str:
     if isinstance(value, dt.timedelta):
         seconds = Decimal(value.days * 86400 + value.seconds) + Decimal(value.microseconds) / 10**6
         return format(seconds, "f")
-    return str(value)
+    if isinstance(value, int | float):
+        return str(value)
+    value = str(value)
+    return "'" + value if value.startswith(_FORMULA_STARTS) else value
 
 
 def _row(values: Iterable[Any]) -> Row:
@@ -682,7 +691,7 @@ class AccountField(forms.CharField):
             return None
         if re.fullmatch(ADDRESS_REGEX, value.lower()):
             lookup = {"wallet_address": value.lower()}
-        elif value.isdigit() and int(value) <= MAX_ID:
+        elif value.isascii() and value.isdigit() and int(value) <= MAX_ID:
             lookup = {"pk": int(value)}
         else:
             raise forms.ValidationError("Give a wallet address (0x and 40 hex digits) or an id.")

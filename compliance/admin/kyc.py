@@ -53,7 +53,7 @@ def _review_step(request: HttpRequest, case: KycCase, step: str) -> KycCase:
         return kyc_case_start_review(actor=actor, case=case)
     if step == "approve":
         tier = request.POST.get("tier", "").strip()
-        if not tier.isdigit():
+        if not (tier.isascii() and tier.isdigit()):
             raise KycError(f"give the tier to approve as a whole number, not {tier!r}")
         return kyc_case_approve(actor=actor, case=case, tier=int(tier), notes=notes)
     if step == "reject":

@@ -51,6 +51,9 @@ _CASE_FIELDS = [
     "decided_at",
 ]
 
+# The accounts' and limits' kyc_tier columns are smallint.
+MAX_KYC_TIER = 32767
+
 
 class KycError(ValueError):
     """A KYC request or decision was refused; nothing changed."""
@@ -259,8 +262,10 @@ def kyc_case_approve(*, actor: Actor, case: KycCase, tier: int, notes: str = "")
     """Approve a case in review at ``tier`` (which may differ from the tier asked
     for): the account gets the tier, and the case's country as its residence."""
     reviewer = _reviewer(actor)
-    if not isinstance(tier, int) or tier < 1:
-        raise KycError(f"the approved tier must be a whole number from 1, not {tier!r}")
+    if not isinstance(tier, int) or not 1 <= tier <= MAX_KYC_TIER:
+        raise KycError(
+            f"the approved tier must be a whole number from 1 to {MAX_KYC_TIER}, not {tier!r}"
+        )
     case = _case_locked(case)
     account = Account.objects.select_for_update(of=("self",)).get(pk=case.account_id)
     if account.status == AccountStatus.CLOSED:

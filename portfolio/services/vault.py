@@ -63,6 +63,9 @@ class ComplianceRefusal(VaultError):
         self.code = refusal.code
 
 
+_REASON_LENGTH = VaultOperation._meta.get_field("reason").max_length
+
+
 def _positive(amount: Decimal) -> Decimal:
     if not isinstance(amount, Decimal) or not amount.is_finite() or amount <= 0:
         raise InvalidAmount(f"amount must be a positive decimal, not {amount!r}")
@@ -339,6 +342,8 @@ def withdrawal_reject(
     """Refuse a withdrawal that has not been sent; its amount returns to available."""
     if not reason.strip():
         raise VaultError("a rejection needs a reason")
+    if len(reason) > _REASON_LENGTH:
+        raise VaultError(f"a reason is at most {_REASON_LENGTH} characters, not {len(reason)}")
     operation = _locked_withdrawal(
         withdrawal, VaultOperationStatus.REQUESTED, VaultOperationStatus.APPROVED
     )
@@ -366,6 +371,8 @@ def withdrawals_stop(
     locked. One already being sent on chain (PROCESSING) is past stopping."""
     if not reason.strip():
         raise VaultError("a rejection needs a reason")
+    if len(reason) > _REASON_LENGTH:  # the freeze keeps the whole of it
+        reason = reason[: _REASON_LENGTH - 1] + "…"
     waiting = VaultOperation.objects.filter(
         account_id=account.pk,
         kind=VaultOperationKind.WITHDRAWAL,

@@ -31,6 +31,7 @@ from compliance.reports import (
     order_report,
     surveillance_summary,
     surveillance_summary_rows,
+    text,
     trade_report,
 )
 from dex.asgi import application
@@ -130,6 +131,25 @@ def test_trade_report_lists_the_periods_trades_oldest_first_with_both_parties(ma
 
 
 # --- orders --------------------------------------------------------------------------------
+
+
+def test_a_traders_text_that_a_spreadsheet_would_run_is_quoted(market):
+    # A client order id may start with "-" (and "=" reaches other text columns): a
+    # spreadsheet opening the report would take the cell for a formula.
+    OrderFactory(market=market, client_order_id="-1-1", side=Side.SELL, price=D("105.00"))
+    now = Order.objects.get().created_at
+    period = Period(start=now - dt.timedelta(minutes=1), end=now + dt.timedelta(minutes=1))
+    [row] = as_dicts(order_report(period=period, market=market))
+    assert row["client_order_id"] == "'-1-1"
+    assert row["price"] == "105.00000000"  # numbers are not text: never quoted
+    assert [text(v) for v in ("=HYPERLINK(1)", "@x", "+1", "a-b", D("-1.5"), -2)] == [
+        "'=HYPERLINK(1)",
+        "'@x",
+        "'+1",
+        "a-b",
+        "-1.5",
+        "-2",
+    ]
 
 
 def test_order_report_lists_each_order_of_the_market_once_archived_or_not(market):

@@ -273,3 +273,63 @@ def test_roles_sync_takes_away_permissions_a_role_should_not_hold(roles):
     roles_sync()
     assert not operations.permissions.filter(codename="review_kyc").exists()
     assert KycCase.objects.count() == 0
+
+
+# --- Malformed staff input is an error message, never a 500 ---------------------------
+
+
+@pytest.mark.parametrize("tier", ["\u00b2", "40000"])  # a superscript two; past smallint
+def test_a_malformed_tier_to_approve_is_refused_with_a_message(client, login, case, tier):
+    login(COMPLIANCE_OFFICER)
+    assert review(client, case, "start_review").status_code == 302
+    response = review(client, case, "approve", tier=tier, notes="x")
+    assert response.status_code == 302
+    page = client.get(response.url).content.decode()
+    assert "the approved tier must be" in page or "whole number" in page
+    case.refresh_from_db()
+    assert case.status == KycStatus.IN_REVIEW
+
+
+def test_a_statement_for_a_malformed_account_shows_the_form_error(client, login):
+    login(AUDITOR)
+    response = client.post(
+        "/admin/compliance/reports/statement.csv",
+        {
+            "statement-start": "2026-01-01",
+            "statement-end": "2026-02-01",
+            "statement-account": "\u00b2",
+        },
+    )
+    assert response.status_code == 400
+    assert "Give a wallet address" in response.content.decode()
+
+
+def test_a_rejection_reason_too_long_to_keep_is_refused_with_a_message(client, login, withdrawal):
+    login(OPERATIONS)
+    response = client.post(
+        "/admin/portfolio/vaultoperation/",
+        {"action": "reject_withdrawals", "_selected_action": [withdrawal.pk], "reason": "x" * 300},
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert [m.message for m in response.context["messages"]] == [
+        "a reason is at most 255 characters, not 300"
+    ]
+    withdrawal.refresh_from_db()
+    assert withdrawal.status == VaultOperationStatus.REQUESTED
+
+
+def test_a_freeze_with_a_long_reason_rejects_the_pending_withdrawals_too(client, login, withdrawal):
+    login(COMPLIANCE_OFFICER)
+    account = withdrawal.account
+    reason = "suspected fraud " + "y" * 300
+    url = f"/admin/exchange/account/control/freeze/?ids={account.pk}"
+    assert client.post(url, {"reason": reason}).status_code == 302
+    account.refresh_from_db()
+    withdrawal.refresh_from_db()
+    assert account.status == "FROZEN"
+    assert withdrawal.status == VaultOperationStatus.REJECTED
+    assert len(withdrawal.reason) == 255
+    assert withdrawal.reason.startswith("account frozen: suspected fraud yyy")
+    # The whole reason is the freeze's, in the audit trail.
+    assert AuditEvent.objects.get(action="account.freeze").reason == reason
