@@ -16,10 +16,13 @@ batch of its own, because a larger amend needs more held *before* it can trade.
 A command that cannot be persisted must not stop its market: retried as it is, it would
 fail every batch, and every command behind it would wait. After a batch fails for any
 reason but a lost or busy database, the matcher applies the failed batch's commands one
-at a time (without the expiry sweep, which a failure of its own must not pin on a
-command); a command that fails alone ``UNPROCESSABLE_STRIKES`` times is marked done,
-refused, without being applied: a placement is rejected and its hold released, and
-anything else changes nothing.
+at a time (after the expiry sweep alone, when the sweep expired anything: a failure of
+its own must not be pinned on a command); a command that fails alone
+``UNPROCESSABLE_STRIKES`` times is marked done, refused, without being applied: a
+placement is rejected and its hold released, and anything else changes nothing.
+
+Each batch sweeps expired orders before it applies its commands: an order past its time
+never trades, however long the market went without a batch.
 """
 
 from __future__ import annotations
@@ -125,8 +128,10 @@ class MarketMatcher:
         # Ledger account ids by key: accounts are never deleted nor re-keyed, so a
         # batch looks up only the accounts it has not met before.
         self.ledger_ids: dict = {}
-        # After a failed batch: its commands up to this id run one at a time.
+        # After a failed batch: its commands up to this id run one at a time (and first,
+        # when its expiry sweep expired something, the sweep alone).
         self.isolate_through: int | None = None
+        self.sweep_alone = False
         self.strikes: dict[int, int] = {}  # command id -> failed batches of its own
         self.rebuild()
 
@@ -181,20 +186,24 @@ class MarketMatcher:
             self.rebuild()
         isolating = self.isolate_through is not None
         commands: list[OrderCommand] = []
+        swept = sweep_only = False
         try:
             with transaction.atomic(durable=True):
-                commands = self.pending(1 if isolating else limit)
+                sweep_only = self.sweep_alone
+                limit = 0 if sweep_only else 1 if isolating else limit
+                commands = self.pending(limit) if limit else []
                 batch = _Batch(self, now_ms)
+                # Expiry first: an order whose time has passed never trades, however long
+                # the matcher was away (a restart, a takeover, a failed batch).
+                swept = batch.apply_expiry()
                 for command in commands:
                     if self.strikes.get(command.pk, 0) >= UNPROCESSABLE_STRIKES:
                         batch.refuse(command, UNPROCESSABLE)
                     else:
                         batch.apply(command)
-                if not isolating:
-                    batch.apply_expiry()
                 batch.record()
                 if not batch.result.commands and not batch.touched:
-                    self._succeeded(commands)
+                    self._succeeded(commands, sweep_only=sweep_only)
                     return batch.result
                 batch.persist()
         except Exception as exc:
@@ -203,13 +212,16 @@ class MarketMatcher:
             # database cannot answer now).
             self.stale = True
             log.exception("market %s: batch failed; rebuilding the book", self.market.symbol)
-            self._failed(commands, exc, isolated=isolating)
+            self._failed(commands, exc, isolated=isolating, swept=swept)
             self.rebuild()
             raise
-        self._succeeded(commands)
+        self._succeeded(commands, sweep_only=sweep_only)
         return batch.result
 
-    def _succeeded(self, commands: list[OrderCommand]) -> None:
+    def _succeeded(self, commands: list[OrderCommand], *, sweep_only: bool) -> None:
+        self.sweep_alone = False
+        if sweep_only:
+            return  # the commands are still to run one at a time
         for command in commands:
             self.strikes.pop(command.pk, None)
         if self.isolate_through is not None and (
@@ -217,17 +229,25 @@ class MarketMatcher:
         ):
             self.isolate_through = None
 
-    def _failed(self, commands: list[OrderCommand], exc: Exception, *, isolated: bool) -> None:
-        """After a batch of several commands (or with the expiry sweep) fails, run its
-        commands one at a time; count a failure against a command that failed alone. A
-        lost or busy database (a dropped connection, a deadlock, a serialization failure)
-        is nobody's fault: the batch is retried as it was."""
-        if not commands or isinstance(
+    def _failed(
+        self, commands: list[OrderCommand], exc: Exception, *, isolated: bool, swept: bool
+    ) -> None:
+        """After a batch of several commands fails, run its commands one at a time; count
+        a failure against a command that failed alone. A batch whose expiry sweep expired
+        orders cannot tell whose fault it was: the sweep runs alone next (if it fails
+        again, the market waits on it: an order past its time must not trade). A lost or
+        busy database (a dropped connection, a deadlock, a serialization failure) is
+        nobody's fault: the batch is retried as it was."""
+        if isinstance(
             exc,
             (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError),
         ):
             return
-        if not isolated or len(commands) > 1:
+        if swept:
+            self.sweep_alone = True
+        if not commands:
+            return
+        if swept or not isolated or len(commands) > 1:
             self.isolate_through = max(commands[-1].pk, self.isolate_through or 0)
             return
         command = commands[0]
@@ -424,8 +444,11 @@ class _Batch:
             self.topups.append((order, extra))  # only for an amend the engine made
         return events
 
-    def apply_expiry(self) -> None:
-        self.answers.append((None, self.m.book.expire(self.now_ms)))
+    def apply_expiry(self) -> bool:
+        """Expire the orders whose time has passed; whether there were any."""
+        events = self.m.book.expire(self.now_ms)
+        self.answers.append((None, events))
+        return bool(events)
 
     def _events(self, events: list[engine.Event]) -> None:
         K = engine.EventKind
@@ -454,8 +477,15 @@ class _Batch:
                 self.resized.add(order.pk)
             elif kind == K.DECREMENTED:
                 order = self._order(event.order_id)
+                if order.quantity is None:
+                    # A market buy by quote amount: what self-trade prevention took off
+                    # is quote (its budget), and the order has no quantity to change.
+                    self.touched.add(order.pk)
+                    continue
                 order.remaining = units.lots_to_qty(event.remaining)
                 order.quantity = order.filled + order.remaining
+                if order.display_quantity is not None and order.display_quantity > order.quantity:
+                    order.display_quantity = order.quantity  # an iceberg shows no more than it is
                 self.touched.add(order.pk)
                 self.resized.add(order.pk)
             elif kind in TERMINAL_EVENTS:
@@ -616,7 +646,8 @@ _ORDERS_UPDATE = _order_update_sql(_ORDER_COLUMNS, _ORDER_TYPES)
 # For amended or decremented orders only: naming price or quantity in the SET fires the
 # trigger that checks them against the market's grid, a lookup per row.
 _ORDERS_RESIZE = _order_update_sql(
-    ("price", "quantity", *_ORDER_COLUMNS), ("numeric", "numeric", *_ORDER_TYPES)
+    ("price", "quantity", "display_quantity", *_ORDER_COLUMNS),
+    ("numeric", "numeric", "numeric", *_ORDER_TYPES),
 )
 
 # processed_at is the moment the done-marks are written, the batch's last statement
@@ -639,7 +670,11 @@ def _orders_update(orders: list[Order], resized: set[int]) -> None:
     with connection.cursor() as cursor:
         for sql, rows, columns in (
             (_ORDERS_UPDATE, plain, ("pk", *_ORDER_COLUMNS)),
-            (_ORDERS_RESIZE, sized, ("pk", "price", "quantity", *_ORDER_COLUMNS)),
+            (
+                _ORDERS_RESIZE,
+                sized,
+                ("pk", "price", "quantity", "display_quantity", *_ORDER_COLUMNS),
+            ),
         ):
             if rows:
                 cursor.execute(sql, [sql_array(getattr(o, c) for o in rows) for c in columns])

@@ -511,3 +511,94 @@ def test_an_amend_takes_no_lock_before_its_batch_locks_in_order(monkeypatch):
     assert failures == {"ETH-USDC": None, "BTC-USDC": None}
     assert Trade.objects.count() == 2
     assert ledger_check() == []
+
+
+def at(moment) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def test_an_order_past_its_time_never_trades_after_a_restart(market, buyer, seller):
+    expires = timezone.now() + timedelta(seconds=30)
+    bid = place_order(buyer, market, "BUY", "1", "100", time_in_force="GTT", expires_at=expires)
+    MarketMatcher(market).run_batch(now_ms=at(timezone.now()))
+    assert refreshed(bid)[0].status == "OPEN"
+    # The matcher is away past the bid's time; a sell that would have hit it waits.
+    ask = place_order(seller, market, "SELL", "1", "100")
+    later = at(expires + timedelta(hours=1))
+    restarted = MarketMatcher(market)
+    restarted.run_batch(now_ms=later)
+    bid, ask = refreshed(bid, ask)
+    assert (bid.status, ask.status) == ("EXPIRED", "OPEN")
+    assert not Trade.objects.exists()
+    # A placement past its own time is refused, even one journalled before it.
+    late = place_order(buyer, market, "BUY", "1", "100", time_in_force="GTT", expires_at=expires)
+    restarted.run_batch(now_ms=later)
+    late = refreshed(late)[0]
+    assert (late.status, late.reason) == ("REJECTED", "ALREADY_EXPIRED")
+
+
+def test_a_failed_batch_sweeps_alone_before_its_commands_run_one_at_a_time(
+    market, matcher, buyer, seller, monkeypatch
+):
+    from exchange.matcher import market as matcher_module
+
+    expires = timezone.now() + timedelta(seconds=30)
+    place_order(buyer, market, "BUY", "1", "100", time_in_force="GTT", expires_at=expires)
+    matcher.run_batch(now_ms=at(timezone.now()))
+    ask = place_order(seller, market, "SELL", "1", "100")
+    persist = matcher_module._Batch.persist
+    calls = []
+
+    def fail_once(batch):
+        calls.append(len(batch.done))
+        if len(calls) == 1:
+            raise ValueError("a batch that expired an order and applied a command")
+        return persist(batch)
+
+    monkeypatch.setattr(matcher_module._Batch, "persist", fail_once)
+    later = at(expires + timedelta(hours=1))
+    with pytest.raises(ValueError, match="expired an order"):
+        matcher.run_batch(now_ms=later)
+    assert matcher.sweep_alone
+    matcher.run_batch(now_ms=later)  # the sweep alone: no command in it
+    assert calls == [1, 0]
+    matcher.run_batch(now_ms=later)  # then the command, alone, never struck
+    assert matcher.strikes == {}
+    assert refreshed(ask)[0].status == "OPEN"
+    assert not Trade.objects.exists()
+
+
+def test_self_trade_prevention_decrements_an_iceberg_to_what_is_left(market, matcher, buyer):
+    sim.deposit(buyer, market.base, "50")
+    iceberg = place_order(buyer, market, "BUY", "10", "100", display_quantity=D("4"))
+    matcher.run_batch()
+    sell = place_order(buyer, market, "SELL", "8", "100", self_trade_prevention="DECREMENT")
+    matcher.run_batch()  # no failure: nothing refused
+    iceberg, sell = refreshed(iceberg, sell)
+    assert (iceberg.quantity, iceberg.remaining, iceberg.display_quantity) == (D(2), D(2), D(2))
+    assert sell.status == "CANCELLED"
+    assert not Trade.objects.exists()
+    assert matcher.isolate_through is None
+
+
+def test_self_trade_prevention_decrements_a_market_buy_by_quote_amount(
+    market, matcher, buyer, seller
+):
+    sim.deposit(buyer, market.base, "50")
+    own = place_order(buyer, market, "SELL", "1", "100")
+    place_order(seller, market, "SELL", "5", "101")
+    matcher.run_batch()
+    buy = place_order(
+        buyer,
+        market,
+        "BUY",
+        type="MARKET",
+        quote_quantity=D("300"),
+        self_trade_prevention="DECREMENT",
+    )
+    matcher.run_batch()  # no failure: nothing refused
+    buy, own = refreshed(buy, own)
+    assert buy.quantity is None
+    assert buy.status in ("FILLED", "CANCELLED", "PARTIALLY_FILLED", "EXPIRED")
+    assert OrderCommand.objects.get(order=buy).result != {"rejected": "UNPROCESSABLE"}
+    assert matcher.isolate_through is None
