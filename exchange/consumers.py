@@ -208,13 +208,6 @@ def candle_message(market: MarketRef, interval: str) -> dict | None:
     }
 
 
-def _credential_group(meta: dict, trader: Trader) -> str:
-    """The group through which the credential's revocation reaches this connection."""
-    if trader.api_key_id is not None:
-        return api_key_group(trader.api_key_id)
-    return session_group(meta["HTTP_AUTHORIZATION"].split(" ", 1)[1].strip())
-
-
 def balances_message(account: Account) -> dict:
     with rls_scope(account.pk):
         rows = [
@@ -229,14 +222,18 @@ def balances_message(account: Account) -> dict:
     return {"type": "account.balances", "balances": rows}
 
 
-def authenticate(meta: dict) -> Trader | None:
+def authenticate(meta: dict) -> tuple[Trader, str] | None:
     """The trader a credential names, checked by the same classes as the REST API
-    (``AuthenticationFailed`` for a bad one); None without a credential."""
+    (``AuthenticationFailed`` for a bad one), with the group through which the
+    credential's revocation reaches the connection; None without a credential."""
     request = SimpleNamespace(META=meta, headers=HttpHeaders(meta))
     for scheme in (WalletSessionAuthentication, ApiKeyAuthentication):
         found = scheme().authenticate(request)
         if found is not None:
-            return found[0]
+            trader, credential = found
+            if trader.api_key_id is not None:
+                return trader, api_key_group(trader.api_key_id)
+            return trader, session_group(credential)  # the token as the scheme read it
     return None
 
 
@@ -340,6 +337,7 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         loop = asyncio.get_running_loop()
         self.connection_id = uuid.uuid4()
         self.trader: Trader | None = None
+        self.credential_group: str | None = None  # where its revocation reaches us
         self.subscriptions: dict[str, MarketRef | None] = {}
         self.book_sequence: dict[str, int] = {}  # symbol -> last sequence sent
         # symbol -> the market's hub messages held while its snapshot is read
@@ -382,11 +380,13 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             meta["HTTP_X_API_KEY"] = headers["x-api-key"]
         if meta:
             try:
-                self.trader = await database_sync_to_async(authenticate)(meta)
+                found = await database_sync_to_async(authenticate)(meta)
             except AuthenticationFailed as exc:
+                found = None
                 self.refuse(Refused("AUTH_FAILED", CLOSE_AUTH_FAILED, str(exc.detail)))
-            if self.trader is not None:
-                await self._join(_credential_group(meta, self.trader))
+            if found is not None:
+                self.trader, self.credential_group = found
+                await self._join(self.credential_group)
         await self._open_row()
 
     async def disconnect(self, code) -> None:
@@ -403,11 +403,17 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         for symbol in self.hubs_joined:
             streams_hub.leave(symbol, self)
         self.hubs_joined.clear()
-        for group in self.groups_joined:
-            await self.channel_layer.group_discard(group, self.channel_name)
-        if self.dead_man and not self.dead_man_fired:
-            await self._cancel_orders("disconnect")
-        await self._flush(closed=True, code=self.close_code or code)
+        try:
+            # The dead-man switch first: it must not depend on the channel layer.
+            if self.dead_man and not self.dead_man_fired:
+                await self._cancel_orders("disconnect")
+            for group in self.groups_joined:
+                try:
+                    await self.channel_layer.group_discard(group, self.channel_name)
+                except Exception:  # the layer's Redis gone: the group entry expires
+                    log.warning("ws %s: could not leave %s", self.connection_id, group)
+        finally:
+            await self._flush(closed=True, code=self.close_code or code)
 
     # --- sending --------------------------------------------------------------------------
 
@@ -512,13 +518,14 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             # carries one, and PostgreSQL will not compare text with it.
             raise Refused("AUTH_FAILED", CLOSE_AUTH_FAILED, "unknown credential")
         try:
-            trader = await database_sync_to_async(authenticate)(meta)
+            found = await database_sync_to_async(authenticate)(meta)
         except AuthenticationFailed as exc:
             raise Refused("AUTH_FAILED", CLOSE_AUTH_FAILED, str(exc.detail)) from None
-        if trader is None:
+        if found is None:
             raise Refused("AUTH_FAILED", CLOSE_AUTH_FAILED, "unknown credential")
+        trader, self.credential_group = found
         self.trader = trader
-        await self._join(_credential_group(meta, trader))
+        await self._join(self.credential_group)
         self.dirty = True
         await self._save_account()
         self.deliver(
@@ -599,7 +606,10 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             self._leave_feed(name, market)
             if name.startswith("book."):
                 self.book_sequence.pop(market.symbol, None)
+        # The credential's group stays whatever is unsubscribed: its revocation must
+        # still close the connection.
         wanted_groups = {self._group_of(name) for name in self.subscriptions}
+        wanted_groups.add(self.credential_group)
         for group in self.groups_joined - wanted_groups:
             await self.channel_layer.group_discard(group, self.channel_name)
         self.groups_joined &= wanted_groups
@@ -686,11 +696,15 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             if first == last + 1:
                 self.book_sequence[symbol] = sequence
                 self.deliver_text(text)
-            elif sequence < last or (sequence == last and first <= last):
+            elif sequence < last:
                 pass  # the snapshot already has it
             elif first <= last:
                 # Merged by the hub across the snapshot's sequence: its levels are their
-                # sizes after ``sequence``, so from the snapshot on it chains.
+                # sizes after ``sequence``, so from the snapshot on it chains. One ending
+                # at the snapshot's own sequence may hold a batch that only expired orders
+                # (it uses no sequence) the snapshot was read before: sent too, as such a
+                # batch is (``sequence`` = ``first_sequence`` - 1); the sizes it sets again
+                # are the ones the client has.
                 self.book_sequence[symbol] = sequence
                 self.deliver(event | {"first_sequence": last + 1})
             else:
