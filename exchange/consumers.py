@@ -696,15 +696,12 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             if first == last + 1:
                 self.book_sequence[symbol] = sequence
                 self.deliver_text(text)
-            elif sequence < last:
-                pass  # the snapshot already has it
+            elif sequence < last or (sequence == last and first <= last):
+                pass  # the snapshot already has it (the hub never merges an expiry-only
+                # batch into the delta before it: see streams_hub.coalesce)
             elif first <= last:
                 # Merged by the hub across the snapshot's sequence: its levels are their
-                # sizes after ``sequence``, so from the snapshot on it chains. One ending
-                # at the snapshot's own sequence may hold a batch that only expired orders
-                # (it uses no sequence) the snapshot was read before: sent too, as such a
-                # batch is (``sequence`` = ``first_sequence`` - 1); the sizes it sets again
-                # are the ones the client has.
+                # sizes after ``sequence``, so from the snapshot on it chains.
                 self.book_sequence[symbol] = sequence
                 self.deliver(event | {"first_sequence": last + 1})
             else:

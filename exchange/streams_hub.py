@@ -72,6 +72,12 @@ def _chains(delta: dict, after: dict) -> bool:
     return isinstance(first, int) and isinstance(last, int) and first == last + 1
 
 
+def _expiry_only(delta: dict) -> bool:
+    """A batch that only expired orders: it uses no sequence (``sequence`` =
+    ``first_sequence`` - 1)."""
+    return delta.get("sequence") == delta.get("first_sequence", 0) - 1
+
+
 def _levels(earlier: list, later: list) -> list:
     sizes = dict(earlier)
     sizes.update(later)
@@ -90,23 +96,34 @@ def delta_merge(earlier: dict, later: dict) -> dict:
 def coalesce(messages: list[tuple[dict, str]]) -> list[tuple[dict, str]]:
     """A market's messages as read in one go, with each run of chained deltas and the
     trades published between them made one delta and one trades message (module
-    docstring). Anything else, and a delta that does not chain, ends a run."""
+    docstring). Anything else, and a delta that does not chain, ends a run. Batches that
+    only expired orders at the end of a run follow its delta as one delta of their own."""
     out: list[tuple[dict, str]] = []
     delta: tuple[dict, str | None] | None = None  # the run's delta; text None if merged
+    tail: dict | None = None  # expiry-only batches after it, merged, held apart
     trades: tuple[dict, str | None] | None = None
 
     def run_end() -> None:
-        nonlocal delta, trades
-        for item in (delta, trades):
+        nonlocal delta, tail, trades
+        for item in (delta, (tail, None) if tail is not None else None, trades):
             if item is not None:
                 event, text = item
                 out.append((event, text if text is not None else encode(event)))
-        delta = trades = None
+        delta = tail = trades = None
 
     for event, text in messages:
         kind = event.get("type")
         if kind == "book.delta" and delta is not None and _chains(event, delta[0]):
-            delta = (delta_merge(delta[0], event), None)
+            if _expiry_only(event) and not _expiry_only(delta[0]):
+                # Held apart until a delta that uses a sequence follows: merged into the
+                # run now, the run would end at its last batch's sequence, and a
+                # subscriber whose snapshot has that sequence (read before the expiry)
+                # would drop it as already had.
+                tail = event if tail is None else delta_merge(tail, event)
+            else:
+                if tail is not None:
+                    delta, tail = (delta_merge(delta[0], tail), None), None
+                delta = (delta_merge(delta[0], event), None)
         elif kind == "book.delta":
             run_end()
             delta = (event, text)

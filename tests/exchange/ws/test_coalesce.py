@@ -111,6 +111,32 @@ def test_a_run_merges_levels_sequences_and_trades():
     ]
 
 
+def test_batches_that_only_expired_orders_at_a_runs_end_follow_it_apart():
+    """Merged into the run, a trailing expiry would end it at 3, and a subscriber whose
+    snapshot is at 3 (read before the expiry) would drop the whole as already had."""
+    ending = coalesce(
+        [
+            message(delta(2, 3, bids=[["99.00", "1.000"]])),
+            message(delta(4, 3, bids=[["98.00", "0"]])),
+            message(delta(4, 3, asks=[["101.00", "0"]])),
+        ]
+    )
+    assert [event for event, _ in ending] == [
+        delta(2, 3, bids=[["99.00", "1.000"]]),
+        delta(4, 3, bids=[["98.00", "0"]], asks=[["101.00", "0"]]),
+    ]
+    # Followed by a batch that uses a sequence, they are part of the run again.
+    followed = coalesce(
+        [
+            *map(message, [delta(2, 3), delta(4, 3, bids=[["98.00", "0"]])]),
+            message(delta(4, 4, asks=[["102.00", "1.000"]])),
+        ]
+    )
+    assert [event for event, _ in followed] == [
+        delta(2, 4, bids=[["98.00", "0"]], asks=[["102.00", "1.000"]])
+    ]
+
+
 def test_a_delta_that_does_not_chain_or_another_message_ends_the_run():
     gap = [message(delta(2, 2)), message(delta(5, 5)), message(delta(6, 6))]
     assert [(e["first_sequence"], e["sequence"]) for e, _ in coalesce(gap)] == [(2, 2), (5, 6)]

@@ -144,7 +144,9 @@ def test_messages_published_one_at_a_time_reach_every_socket_as_published(market
 def test_a_burst_read_in_one_go_reaches_every_socket_as_one_delta_and_one_trades(market, book):
     """The event loop busy while 40 batches are published: the hub reads them together
     and hands them on as one delta for sequences 2-41, each level at its last size, then
-    the 40 batches' trades in order."""
+    the batch that only expired orders after 41 as a delta of its own (merged into the
+    run, the run would end at 41, and a snapshot at 41 read before that expiry would
+    have it dropped), then the 40 batches' trades in order."""
     book(1)
     messages = []
     for n in range(2, 42):
@@ -161,15 +163,15 @@ def test_a_burst_read_in_one_go_reaches_every_socket_as_one_delta_and_one_trades
             pipe.publish(public_channel(market.symbol), encode(message))
         pipe.execute()
         time.sleep(0.3)  # the loop is busy: everything is in the hub's connection
-        got = [[await ws.receive_json_from() for _ in range(2)] for ws in sockets]
+        got = [[await ws.receive_json_from() for _ in range(3)] for ws in sockets]
         rest = [await ws.receive_nothing(timeout=0.3) for ws in sockets]
         for ws in sockets:
             await ws.disconnect()
         return got, rest, coalesced_total() - before
 
     got, rest, coalesced = run(scenario)
-    expected_asks = [[f"{100 + n}.00", "0"] for n in range(3, 42, 2)]
-    for merged, trades in got:
+    expected_asks = [[f"{100 + n}.00", "0"] for n in range(3, 41, 2)]
+    for merged, expired, trades in got:
         assert merged == {
             "type": "book.delta",
             "symbol": market.symbol,
@@ -178,10 +180,11 @@ def test_a_burst_read_in_one_go_reaches_every_socket_as_one_delta_and_one_trades
             "bids": [["99.00", "41.000"]],
             "asks": expected_asks,
         }
+        assert expired == delta(market.symbol, 42, 41, asks=[["141.00", "0"]])
         assert trades["type"] == "trades"
         assert [t["id"] for t in trades["trades"]] == list(range(2, 42))
     assert rest == [True] * 3
-    assert coalesced == len(messages) - 2
+    assert coalesced == len(messages) - 3
 
 
 def test_a_lost_pubsub_connection_is_made_again_and_every_subscriber_resyncs(market, book):
