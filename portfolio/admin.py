@@ -6,6 +6,7 @@ from django.contrib import admin, messages
 from django.contrib.admin.helpers import ActionForm
 from django.http import HttpRequest
 
+from compliance.services.audit import Actor
 from dex.admin import AuditedAdmin, ReadOnlyAdmin
 from portfolio.models import (
     AdjustmentStatus,
@@ -115,7 +116,13 @@ class VaultOperationAdmin(ReadOnlyAdmin):
     @admin.action(description="Approve selected withdrawals", permissions=["change"])
     def approve_withdrawals(self, request, queryset):
         for operation in queryset.filter(status=VaultOperationStatus.REQUESTED):
-            self._run(request, withdrawal_approve, withdrawal=operation, approved_by=request.user)
+            self._run(
+                request,
+                withdrawal_approve,
+                withdrawal=operation,
+                approved_by=request.user,
+                actor=Actor.from_request(request),
+            )
 
     @admin.action(
         description="Reject selected withdrawals (releases the funds)", permissions=["change"]
@@ -132,6 +139,7 @@ class VaultOperationAdmin(ReadOnlyAdmin):
                 withdrawal=operation,
                 rejected_by=request.user,
                 reason=reason,
+                actor=Actor.from_request(request),
             )
 
     def _run(self, request, service, **kwargs):
@@ -195,6 +203,7 @@ class LedgerAdjustmentAdmin(admin.ModelAdmin):
             amount=form.cleaned_data["amount"],
             reason=form.cleaned_data["reason"],
             requested_by=request.user,
+            actor=Actor.from_request(request),
         )
         obj.pk = created.pk
 
@@ -209,7 +218,11 @@ class LedgerAdjustmentAdmin(admin.ModelAdmin):
     def _decide(self, request, queryset, service, user_arg):
         for adjustment in queryset.filter(status=AdjustmentStatus.PENDING):
             try:
-                service(adjustment=adjustment, **{user_arg: request.user})
+                service(
+                    adjustment=adjustment,
+                    actor=Actor.from_request(request),
+                    **{user_arg: request.user},
+                )
             except LedgerError as exc:
                 self.message_user(request, f"#{adjustment.pk}: {exc}", messages.ERROR)
             else:

@@ -9,6 +9,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
+from compliance.services.audit import Actor, audit_record, model_state
 from exchange.models import Account, Asset
 from exchange.notify import balances_changed
 from portfolio.lock_objects import adjustment_lock
@@ -47,7 +48,10 @@ def adjustment_request(
     amount: Decimal,
     reason: str,
     requested_by: AbstractBaseUser,
+    actor: Actor | None = None,
 ) -> LedgerAdjustment:
+    """Ask for a manual balance change, audited as ``actor`` (``requested_by`` by
+    default); another staff user decides it (``adjustment_post``/``adjustment_reject``)."""
     _require_staff(requested_by)
     if not isinstance(amount, Decimal) or not amount.is_finite() or amount == 0:
         raise AdjustmentError(f"amount must be a non-zero decimal, not {amount!r}")
@@ -55,9 +59,20 @@ def adjustment_request(
         raise AdjustmentError(f"amount {amount} has more than 8 decimal places")
     if not reason.strip():
         raise AdjustmentError("an adjustment needs a reason")
-    return LedgerAdjustment.objects.create(
+    adjustment = LedgerAdjustment.objects.create(
         account=account, asset=asset, amount=amount, reason=reason, requested_by=requested_by
     )
+    audit_record(
+        actor=actor or Actor(user=requested_by),
+        action="adjustment.request",
+        target=adjustment,
+        after=model_state(adjustment, _AUDITED),
+        reason=reason,
+    )
+    return adjustment
+
+
+_AUDITED = ["status", "account", "asset", "amount"]
 
 
 def _decide(adjustment: LedgerAdjustment, decided_by: AbstractBaseUser) -> LedgerAdjustment:
@@ -72,11 +87,13 @@ def _decide(adjustment: LedgerAdjustment, decided_by: AbstractBaseUser) -> Ledge
 
 @transaction.atomic(durable=True)
 def adjustment_post(
-    *, adjustment: LedgerAdjustment, approved_by: AbstractBaseUser
+    *, adjustment: LedgerAdjustment, approved_by: AbstractBaseUser, actor: Actor | None = None
 ) -> LedgerAdjustment:
     """Approve and post: the trader's available balance moves by ``amount`` against
-    the venue's adjustment account. A debit larger than what is available is refused."""
+    the venue's adjustment account. A debit larger than what is available is refused.
+    Audited as ``actor`` (``approved_by`` by default)."""
     locked = _decide(adjustment, approved_by)
+    before = model_state(locked, _AUDITED)
     keys = [
         trader_account_key(LedgerAccountKind.AVAILABLE, locked.asset_id, locked.account_id),
         venue_account_key(LedgerAccountKind.ADJUSTMENT, locked.asset_id),
@@ -101,16 +118,34 @@ def adjustment_post(
     locked.decided_at = timezone.now()
     locked.save(update_fields=["status", "decided_by", "decided_at"])
     balances_changed([locked.account_id])
+    audit_record(
+        actor=actor or Actor(user=approved_by),
+        action="adjustment.post",
+        target=locked,
+        before=before,
+        after=model_state(locked, _AUDITED),
+        reason=locked.reason,
+    )
     return locked
 
 
 @transaction.atomic(durable=True)
 def adjustment_reject(
-    *, adjustment: LedgerAdjustment, rejected_by: AbstractBaseUser
+    *, adjustment: LedgerAdjustment, rejected_by: AbstractBaseUser, actor: Actor | None = None
 ) -> LedgerAdjustment:
+    """Refuse a requested adjustment: nothing moves. Audited as ``actor``
+    (``rejected_by`` by default)."""
     locked = _decide(adjustment, rejected_by)
+    before = model_state(locked, _AUDITED)
     locked.status = AdjustmentStatus.REJECTED
     locked.decided_by = rejected_by
     locked.decided_at = timezone.now()
     locked.save(update_fields=["status", "decided_by", "decided_at"])
+    audit_record(
+        actor=actor or Actor(user=rejected_by),
+        action="adjustment.reject",
+        target=locked,
+        before=before,
+        after=model_state(locked, _AUDITED),
+    )
     return locked

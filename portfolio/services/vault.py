@@ -10,6 +10,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from compliance.gates import GateRefusal, deposit_refusal, withdrawal_refusal
+from compliance.services.audit import Actor, audit_record, model_state
 from exchange.models import Account, AccountStatus, Asset
 from exchange.notify import balances_changed
 from exchange.services.accounts import wallet_address_normalize
@@ -323,23 +324,39 @@ def _release(operation: VaultOperation) -> None:
 
 @transaction.atomic(durable=True)
 def withdrawal_approve(
-    *, withdrawal: VaultOperation, approved_by: AbstractBaseUser
+    *, withdrawal: VaultOperation, approved_by: AbstractBaseUser, actor: Actor | None = None
 ) -> VaultOperation:
+    """Approve a requested withdrawal, audited as ``actor`` (``approved_by`` by default;
+    the admin passes the request's, with its address)."""
     operation = _locked_withdrawal(withdrawal, VaultOperationStatus.REQUESTED)
     _account_active(operation.account_id)
-    return _transition(
+    before = model_state(operation, ["status"])
+    _transition(
         operation,
         VaultOperationStatus.APPROVED,
         reviewed_by=approved_by,
         reviewed_at=timezone.now(),
     )
+    audit_record(
+        actor=actor or Actor(user=approved_by),
+        action="withdrawal.approve",
+        target=operation,
+        before=before,
+        after=model_state(operation, ["status", "amount", "asset", "destination_address"]),
+    )
+    return operation
 
 
 @transaction.atomic(durable=True)
 def withdrawal_reject(
-    *, withdrawal: VaultOperation, rejected_by: AbstractBaseUser, reason: str
+    *,
+    withdrawal: VaultOperation,
+    rejected_by: AbstractBaseUser,
+    reason: str,
+    actor: Actor | None = None,
 ) -> VaultOperation:
-    """Refuse a withdrawal that has not been sent; its amount returns to available."""
+    """Refuse a withdrawal that has not been sent; its amount returns to available.
+    Audited as ``actor`` (``rejected_by`` by default)."""
     if not reason.strip():
         raise VaultError("a rejection needs a reason")
     if len(reason) > _REASON_LENGTH:
@@ -347,7 +364,17 @@ def withdrawal_reject(
     operation = _locked_withdrawal(
         withdrawal, VaultOperationStatus.REQUESTED, VaultOperationStatus.APPROVED
     )
-    return _rejected(operation, rejected_by=rejected_by, reason=reason)
+    before = model_state(operation, ["status"])
+    _rejected(operation, rejected_by=rejected_by, reason=reason)
+    audit_record(
+        actor=actor or Actor(user=rejected_by),
+        action="withdrawal.reject",
+        target=operation,
+        before=before,
+        after=model_state(operation, ["status", "amount", "asset"]),
+        reason=reason,
+    )
+    return operation
 
 
 def _rejected(

@@ -333,3 +333,31 @@ def test_a_freeze_with_a_long_reason_rejects_the_pending_withdrawals_too(client,
     assert withdrawal.reason.startswith("account frozen: suspected fraud yyy")
     # The whole reason is the freeze's, in the audit trail.
     assert AuditEvent.objects.get(action="account.freeze").reason == reason
+
+
+def test_approving_and_rejecting_a_withdrawal_are_audited(client, login, withdrawal):
+    operations = login(OPERATIONS)
+    assert approve_withdrawals(client, withdrawal).status_code == 302
+    response = client.post(
+        "/admin/portfolio/vaultoperation/",
+        {
+            "action": "reject_withdrawals",
+            "_selected_action": [withdrawal.pk],
+            "reason": "destination on a sanctions list",
+        },
+    )
+    assert response.status_code == 302
+    approve, reject = AuditEvent.objects.order_by("pk")
+    assert (approve.action, approve.actor, approve.target_id) == (
+        "withdrawal.approve",
+        operations,
+        str(withdrawal.pk),
+    )
+    assert (approve.before["status"], approve.after["status"]) == ("REQUESTED", "APPROVED")
+    assert approve.ip_address is not None
+    assert (reject.action, reject.actor, reject.reason) == (
+        "withdrawal.reject",
+        operations,
+        "destination on a sanctions list",
+    )
+    assert (reject.before["status"], reject.after["status"]) == ("APPROVED", "REJECTED")

@@ -6,6 +6,7 @@ from decimal import Decimal
 import pytest
 from django.urls import reverse
 
+from compliance.models import AuditEvent
 from portfolio.models import (
     AdjustmentStatus,
     Balance,
@@ -96,3 +97,12 @@ def test_an_adjustment_entered_in_the_admin_waits_for_a_second_person(
     client.post(changelist(LedgerAdjustment), approve)
     assert LedgerAdjustment.objects.get().status == AdjustmentStatus.POSTED
     assert Balance.objects.get(account=buyer, asset=quote).available == Decimal("10012.5")
+    # Both staff users' decisions are in the audit trail, the refused attempt is not.
+    trail = [
+        (e.action, e.actor, e.before and e.before["status"], e.after["status"], e.reason)
+        for e in AuditEvent.objects.order_by("pk")
+    ]
+    assert trail == [
+        ("adjustment.request", admin_user, None, "PENDING", "fee refund"),
+        ("adjustment.post", second, "PENDING", "POSTED", "fee refund"),
+    ]
