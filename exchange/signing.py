@@ -155,20 +155,29 @@ def order_message(fields: OrderFields) -> dict:
     }
 
 
-def order_typed_data(fields: OrderFields, domain: dict | None = None) -> dict:
+def _typed_data(types: dict, primary: str, message: dict, domain: dict | None) -> dict:
     """The whole EIP-712 document, as a wallet's ``eth_signTypedData_v4`` takes it."""
     return {
-        "types": ORDER_TYPES,
-        "primaryType": ORDER_PRIMARY_TYPE,
+        "types": types,
+        "primaryType": primary,
         "domain": domain or eip712_domain(),
-        "message": order_message(fields),
+        "message": message,
     }
 
 
-def order_digest(fields: OrderFields, domain: dict | None = None) -> bytes:
-    """The 32-byte EIP-712 digest the trader's wallet signs: the order's hash."""
-    signable = encode_typed_data(full_message=order_typed_data(fields, domain))
+def _digest(typed_data: dict) -> bytes:
+    """The 32-byte EIP-712 digest a wallet signs for ``typed_data``."""
+    signable = encode_typed_data(full_message=typed_data)
     return keccak(b"\x19" + signable.version + signable.header + signable.body)
+
+
+def order_typed_data(fields: OrderFields, domain: dict | None = None) -> dict:
+    return _typed_data(ORDER_TYPES, ORDER_PRIMARY_TYPE, order_message(fields), domain)
+
+
+def order_digest(fields: OrderFields, domain: dict | None = None) -> bytes:
+    """The digest the trader's wallet signs for an order: the order's hash."""
+    return _digest(order_typed_data(fields, domain))
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,18 +202,12 @@ def amend_message(fields: AmendFields) -> dict:
 
 
 def amend_typed_data(fields: AmendFields, domain: dict | None = None) -> dict:
-    return {
-        "types": AMEND_TYPES,
-        "primaryType": AMEND_PRIMARY_TYPE,
-        "domain": domain or eip712_domain(),
-        "message": amend_message(fields),
-    }
+    return _typed_data(AMEND_TYPES, AMEND_PRIMARY_TYPE, amend_message(fields), domain)
 
 
 def amend_digest(fields: AmendFields, domain: dict | None = None) -> bytes:
-    """The 32-byte EIP-712 digest a trader's wallet signs for an amend."""
-    signable = encode_typed_data(full_message=amend_typed_data(fields, domain))
-    return keccak(b"\x19" + signable.version + signable.header + signable.body)
+    """The digest the trader's wallet signs for an amend."""
+    return _digest(amend_typed_data(fields, domain))
 
 
 # The order of secp256k1's group. A signature's ``s`` above half of it is the other
