@@ -338,6 +338,7 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         self.connection_id = uuid.uuid4()
         self.trader: Trader | None = None
         self.credential_group: str | None = None  # where its revocation reaches us
+        self.credential_meta: dict | None = None  # the credential, to check it again
         self.subscriptions: dict[str, MarketRef | None] = {}
         self.book_sequence: dict[str, int] = {}  # symbol -> last sequence sent
         # symbol -> the market's hub messages held while its snapshot is read
@@ -386,6 +387,7 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
                 self.refuse(Refused("AUTH_FAILED", CLOSE_AUTH_FAILED, str(exc.detail)))
             if found is not None:
                 self.trader, self.credential_group = found
+                self.credential_meta = meta
                 await self._join(self.credential_group)
         await self._open_row()
 
@@ -525,6 +527,7 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
             raise Refused("AUTH_FAILED", CLOSE_AUTH_FAILED, "unknown credential")
         trader, self.credential_group = found
         self.trader = trader
+        self.credential_meta = meta
         await self._join(self.credential_group)
         self.dirty = True
         await self._save_account()
@@ -832,8 +835,13 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
         """Heartbeat, dead-man switch and the periodic monitoring row."""
         loop = asyncio.get_running_loop()
         idle_timeout = settings.WS_IDLE_TIMEOUT
+        checked = loop.time()
         while True:
-            periods = [idle_timeout, settings.WS_CONNECTION_FLUSH_SECONDS]
+            periods = [
+                idle_timeout,
+                settings.WS_CONNECTION_FLUSH_SECONDS,
+                settings.WS_CREDENTIAL_RECHECK_SECONDS,
+            ]
             if self.dead_man_timeout:
                 periods.append(self.dead_man_timeout)
             await asyncio.sleep(max(0.05, min(1.0, min(periods) / 10)))
@@ -847,6 +855,27 @@ class StreamConsumer(AsyncJsonWebsocketConsumer):
                 return
             if self.dirty and loop.time() - self.last_flush > settings.WS_CONNECTION_FLUSH_SECONDS:
                 await self._flush()
+            recheck = settings.WS_CREDENTIAL_RECHECK_SECONDS
+            if self.credential_meta is not None and loop.time() - checked > recheck:
+                checked = loop.time()
+                if not await self._credential_valid():
+                    # Expired, or its account closed: revocation sends an event, these
+                    # do not. The dead-man switch still fires on the close that follows.
+                    self.refuse(
+                        Refused("AUTH_REVOKED", CLOSE_AUTH_FAILED, "the credential has ended")
+                    )
+                    return
+
+    async def _credential_valid(self) -> bool:
+        """The connection's credential, checked as a new request's would be."""
+        try:
+            found = await database_sync_to_async(authenticate)(self.credential_meta)
+        except AuthenticationFailed:
+            return False
+        except Exception:  # the database or Redis not answering: checked again later
+            log.warning("ws %s: credential not checked", self.connection_id, exc_info=True)
+            return True
+        return found is not None and found[0].account.pk == self.trader.account.pk
 
     async def _cancel_orders(self, why: str) -> None:
         self.dead_man_fired = True

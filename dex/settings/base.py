@@ -394,3 +394,6 @@ WS_CANDLE_INTERVAL = env.float("WS_CANDLE_INTERVAL", default=1.0)
 WS_BALANCE_DEBOUNCE = env.float("WS_BALANCE_DEBOUNCE", default=0.05)
 # How often an open connection's monitoring row is brought up to date (when changed).
 WS_CONNECTION_FLUSH_SECONDS = env.float("WS_CONNECTION_FLUSH_SECONDS", default=30)
+# How often an authenticated connection's credential is checked again, as a request's
+# would be: a key or session that expired, or an account closed, ends the connection.
+WS_CREDENTIAL_RECHECK_SECONDS = env.float("WS_CREDENTIAL_RECHECK_SECONDS", default=30)

@@ -156,3 +156,47 @@ def test_a_merged_delta_ending_at_the_snapshots_sequence_reaches_the_client(
             sequence = message["sequence"]
     assert kept == {"bids": {"99.00": "1.000"}, "asks": {"101.00": "1.000"}}
     assert sequence == 11
+
+
+@pytest.mark.parametrize("ending", ["key expires", "session expires", "account closed"])
+def test_a_credential_that_ends_without_a_revocation_closes_the_connection(
+    trader, market, book, settings, ending
+):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from exchange.models import AccountStatus, ApiKey
+    from exchange.services.sessions import _session_key
+
+    book(5)
+    settings.WS_CREDENTIAL_RECHECK_SECONDS = 0.3
+    if ending == "session expires":
+        token = session_token(trader)
+        headers = [("authorization", f"Bearer {token}")]
+    else:
+        headers = [("x-api-key", api_key(trader, scopes=["read", "trade"]))]
+
+    def end() -> None:
+        if ending == "key expires":
+            ApiKey.objects.filter(account=trader).update(
+                expires_at=timezone.now() - timedelta(seconds=1)
+            )
+        elif ending == "session expires":
+            redis_client().delete(_session_key(token))  # its time to live ran out
+        else:
+            type(trader).objects.filter(pk=trader.pk).update(status=AccountStatus.CLOSED)
+
+    async def scenario():
+        ws = await connect(headers)
+        await request(ws, {"type": "subscribe", "channels": ["account"]})
+        assert (await ws.receive_json_from(timeout=5))["type"] == "account.balances"
+        assert await ws.receive_nothing(timeout=0.6)  # checked again: still good
+        await database_sync_to_async(end)()
+        error = await ws.receive_json_from(timeout=5)
+        close = await ws.receive_output(timeout=5)
+        await ws.disconnect(code=close.get("code", 1000))
+        return error, close
+
+    error, close = async_to_sync(scenario)()
+    assert (error["code"], close["code"]) == ("AUTH_REVOKED", 4401)
