@@ -577,6 +577,22 @@ class VaultOperation(models.Model):
                 ],
             ),
             pgtrigger.Protect(name="protect_delete", operation=pgtrigger.Delete),
+            # A transfer of the token carries its own decimals at most: a withdrawal finer
+            # than that could not be sent exactly, and the rest would stay on the ledger
+            # as dust the vault does not hold (vault._payable says so first).
+            pgtrigger.Trigger(
+                name="withdrawal_on_token_step",
+                when=pgtrigger.Before,
+                operation=pgtrigger.Insert,
+                condition=pgtrigger.Q(new__kind=VaultOperationKind.WITHDRAWAL),
+                func=(
+                    "IF NEW.amount <> round(NEW.amount, (SELECT LEAST(decimals, 8)"
+                    " FROM exchange_asset WHERE id = NEW.asset_id)) THEN"
+                    " RAISE EXCEPTION 'withdrawal % is finer than its token moves', NEW.amount"
+                    " USING ERRCODE = 'check_violation',"
+                    " CONSTRAINT = 'vaultop_withdrawal_on_token_step'; END IF; RETURN NEW;"
+                ),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -15,6 +15,7 @@ from portfolio.models import (
     LedgerCheck,
     LedgerTransaction,
     Posting,
+    VaultOperation,
 )
 from tests.factories import AccountFactory, OrderFactory
 from tests.portfolio import sim
@@ -326,3 +327,22 @@ def test_entries_post_refuses_to_go_on_when_a_posting_did_not_find_its_transacti
     with pytest.raises(ledger.LedgerError, match="1 postings written of 2"), transaction.atomic():
         ledger.entries_post([entry])
     assert not LedgerTransaction.objects.filter(idempotency_key="chain:0xdef:1").exists()
+
+
+def test_a_withdrawal_finer_than_its_token_moves_is_refused_by_the_database(quote, base, buyer):
+    # USDC moves in steps of 10^-6, an 18-decimal token in the ledger's 10^-8.
+    def withdrawal(asset, amount: str, key: str) -> VaultOperation:
+        return VaultOperation.objects.create(
+            account=buyer,
+            asset=asset,
+            kind="WITHDRAWAL",
+            status="REQUESTED",
+            amount=Decimal(amount),
+            idempotency_key=key,
+            destination_address="0x" + "ab" * 20,
+        )
+
+    with refused("withdrawal 1.00000010 is finer than its token moves"):
+        withdrawal(quote, "1.0000001", "w-1")
+    assert withdrawal(quote, "1.000001", "w-2").pk
+    assert withdrawal(base, "0.00000001", "w-3").pk
