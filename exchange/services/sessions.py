@@ -69,7 +69,8 @@ def login_challenge_issue(*, address: str) -> LoginChallenge:
     redis_client().set(
         _challenge_key(nonce),
         json.dumps({"address": address, "message": message}),
-        ex=settings.LOGIN_CHALLENGE_TTL,
+        # Gone at the message's own Expiration Time, not a TTL counted from a later now.
+        exat=int(expires_at.timestamp()),
     )
     return LoginChallenge(message=message, nonce=nonce, expires_at=expires_at)
 

@@ -106,6 +106,19 @@ def test_an_expired_challenge_is_refused(db, settings):
     assert response.json()["code"] == "LOGIN_CHALLENGE_EXPIRED"
 
 
+def test_a_challenge_is_forgotten_at_its_stated_expiration_time(db):
+    from datetime import datetime
+
+    from dex.redis import redis_client
+
+    key = EthAccount.create()
+    message = _challenge(key)
+    nonce = message.split("Nonce: ")[1].split("\n")[0]
+    stated = message.split("Expiration Time: ")[1].split("\n")[0]
+    expires_at = datetime.fromisoformat(stated.replace("Z", "+00:00"))
+    assert redis_client().pexpiretime(f"dex:login:{nonce}") == int(expires_at.timestamp()) * 1000
+
+
 @pytest.mark.parametrize(
     "body",
     [
