@@ -132,6 +132,10 @@ class MarketMatcher:
         # when its expiry sweep expired something, the sweep alone).
         self.isolate_through: int | None = None
         self.sweep_alone = False
+        # After a failed batch: whether the next batch differs from it (its commands one
+        # at a time, a strike counted, the sweep alone), so that retrying at once makes
+        # progress, rather than repeating what failed.
+        self.retry_now = False
         self.strikes: dict[int, int] = {}  # command id -> failed batches of its own
         self.rebuild()
 
@@ -182,6 +186,7 @@ class MarketMatcher:
     def run_batch(self, *, limit: int = BATCH_LIMIT, now_ms: int | None = None) -> BatchResult:
         """Apply and persist one batch; returns what it changed (empty when idle)."""
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        self.retry_now = False
         if self.stale:
             self.rebuild()
         isolating = self.isolate_through is not None
@@ -212,7 +217,9 @@ class MarketMatcher:
             # database cannot answer now).
             self.stale = True
             log.exception("market %s: batch failed; rebuilding the book", self.market.symbol)
-            self._failed(commands, exc, isolated=isolating, swept=swept)
+            self.retry_now = self._failed(
+                commands, exc, isolated=isolating, swept=swept, sweep_only=sweep_only
+            )
             self.rebuild()
             raise
         self._succeeded(commands, sweep_only=sweep_only)
@@ -230,26 +237,34 @@ class MarketMatcher:
             self.isolate_through = None
 
     def _failed(
-        self, commands: list[OrderCommand], exc: Exception, *, isolated: bool, swept: bool
-    ) -> None:
+        self,
+        commands: list[OrderCommand],
+        exc: Exception,
+        *,
+        isolated: bool,
+        swept: bool,
+        sweep_only: bool,
+    ) -> bool:
         """After a batch of several commands fails, run its commands one at a time; count
         a failure against a command that failed alone. A batch whose expiry sweep expired
         orders cannot tell whose fault it was: the sweep runs alone next (if it fails
         again, the market waits on it: an order past its time must not trade). A lost or
         busy database (a dropped connection, a deadlock, a serialization failure) is
-        nobody's fault: the batch is retried as it was."""
+        nobody's fault: the batch is retried as it was.
+
+        Returns whether the next batch differs from this one (and so may run at once)."""
         if isinstance(
             exc,
             (OperationalError, InterfaceError, psycopg.OperationalError, psycopg.InterfaceError),
         ):
-            return
+            return False
         if swept:
             self.sweep_alone = True
         if not commands:
-            return
+            return swept and not sweep_only
         if swept or not isolated or len(commands) > 1:
             self.isolate_through = max(commands[-1].pk, self.isolate_through or 0)
-            return
+            return True
         command = commands[0]
         self.strikes[command.pk] = strikes = self.strikes.get(command.pk, 0) + 1
         if strikes >= UNPROCESSABLE_STRIKES:
@@ -260,6 +275,7 @@ class MarketMatcher:
                 command.kind,
                 strikes,
             )
+        return True
 
 
 def _event_orders(event: engine.Event) -> tuple[int, ...]:

@@ -90,6 +90,11 @@ class Runner:
         self.batch_limit = batch_limit
         self.owned: dict[int, MarketMatcher] = {}
         self.failures: dict[int, int] = {}
+        # A market whose batch failed for a reason that retrying at once would repeat (a
+        # lost or busy database, a sweep that cannot be persisted) waits until then; the
+        # other markets of the process do not wait with it.
+        self.not_before: dict[int, float] = {}
+        self.stalls: dict[int, int] = {}
         self.stop = threading.Event()
         self.identity = f"{socket.gethostname()}:{os.getpid()}"
 
@@ -125,6 +130,8 @@ class Runner:
                 )
                 self.owned.clear()
                 self.failures.clear()
+                self.not_before.clear()
+                self.stalls.clear()
                 connection.close()
                 self.stop.wait(min(5.0, 0.25 * 2**outages))
 
@@ -185,12 +192,16 @@ class Runner:
                 log.error("matcher %s lost its lock session; releasing its markets", self.identity)
                 raise
         for market_id, matcher in list(self.owned.items()):
+            if self.not_before.get(market_id, 0.0) > time.monotonic():
+                continue
             try:
                 result = matcher.run_batch(limit=self.batch_limit)
             except Exception:
                 # The batch rolled back and the book was rebuilt from the database (or
-                # will be, once it answers again): back off and try again, rather than
-                # take every market of this process down with it.
+                # will be, once it answers again). The market tries again — at once when
+                # its next batch differs (its commands one at a time), else after a
+                # growing pause — rather than take every market of this process down
+                # with it.
                 failures = self.failures.get(market_id, 0) + 1
                 self.failures[market_id] = failures
                 MATCHER_BATCH_FAILURES.labels(matcher.market.symbol).inc()
@@ -198,9 +209,16 @@ class Runner:
                     "market %s: batch failed (%d in a row)", matcher.market.symbol, failures
                 )
                 connection.close_if_unusable_or_obsolete()
-                time.sleep(min(5.0, 0.05 * 2**failures))
+                if matcher.retry_now:
+                    busy = True
+                else:
+                    stalls = self.stalls.get(market_id, 0) + 1
+                    self.stalls[market_id] = stalls
+                    self.not_before[market_id] = time.monotonic() + min(5.0, 0.05 * 2**stalls)
                 continue
             self.failures.pop(market_id, None)
+            self.stalls.pop(market_id, None)
+            self.not_before.pop(market_id, None)
             if result.commands or result.orders:
                 _committed(matcher, result)
                 self.publisher.submit(outbox_build(matcher, result))
@@ -209,7 +227,10 @@ class Runner:
         return busy
 
     def _wait(self, lock_conn: psycopg.Connection) -> None:
-        readable, _, _ = select.select([lock_conn.fileno()], [], [], self.poll_interval)
+        timeout = self.poll_interval
+        if self.not_before:  # wake for the first market due to try again
+            timeout = max(0.0, min(timeout, min(self.not_before.values()) - time.monotonic()))
+        readable, _, _ = select.select([lock_conn.fileno()], [], [], timeout)
         if readable:
             for _ in lock_conn.notifies(timeout=0, stop_after=10_000):
                 pass

@@ -11,7 +11,7 @@ from django.db import connection, transaction
 from django.utils import timezone
 from prometheus_client import REGISTRY
 
-from exchange.matcher.market import MarketMatcher
+from exchange.matcher.market import UNPROCESSABLE_STRIKES, MarketMatcher
 from exchange.models import CommandStatus, Order, OrderCommand, OrderStatus, Trade
 from exchange.services.markets import MarketStateError, market_halt, market_resume
 from exchange.services.orders import (
@@ -22,7 +22,7 @@ from exchange.services.orders import (
 )
 from portfolio.models import LedgerAccount, LedgerAccountKind
 from portfolio.reconciliation import ledger_check
-from tests.factories import AccountFactory, MarketFactory, place_order
+from tests.factories import AccountFactory, AssetFactory, MarketFactory, place_order
 from tests.portfolio import sim
 
 D = Decimal
@@ -448,6 +448,83 @@ def test_a_lost_database_never_gets_a_command_refused(market, matcher, buyer, mo
     assert refreshed(bid)[0].status == "OPEN"
     assert matcher.strikes == {}
     assert matcher.isolate_through is None
+
+
+def _runner_of(*matchers: MarketMatcher, monkeypatch):
+    """A matcher process's loop, in-process, owning ``matchers``; a pause of the whole
+    loop (``time.sleep``) fails the test."""
+    from types import SimpleNamespace
+
+    from exchange.matcher import runner as runner_module
+
+    def paused(seconds):
+        raise AssertionError(f"the matcher process paused {seconds}s for one market")
+
+    monkeypatch.setattr(runner_module.time, "sleep", paused)
+    runner = runner_module.Runner()
+    runner.owned = {m.market.pk: m for m in matchers}
+    runner.publisher = SimpleNamespace(submit=lambda outbox: None)
+    monkeypatch.setattr(runner, "_fence", lambda: None)
+    return runner
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_command_that_cannot_be_persisted_is_refused_without_a_pause(
+    market, matcher, buyer, seller, quote, monkeypatch
+):
+    btc = MarketFactory(base=AssetFactory(symbol="BTC"), quote=quote)
+    iceberg = place_order(buyer, market, "BUY", "10", "100", display_quantity=D("5"))
+    matcher.run_batch()
+    poison = OrderCommand.objects.create(  # below its visible part: refused by PostgreSQL
+        market=market, kind="AMEND", account=buyer, order=iceberg, payload={"quantity": "2"}
+    )
+    elsewhere = place_order(buyer, btc, "BUY", "1", "100")
+    runner = _runner_of(matcher, MarketMatcher(btc), monkeypatch=monkeypatch)
+
+    assert runner._run_owned() is True  # the batch failed: its commands run alone, at once
+    assert refreshed(elsewhere)[0].status == "OPEN"  # the other market did not wait
+    rounds = 1
+    while OrderCommand.objects.filter(status=CommandStatus.PENDING).exists():
+        assert rounds < 5
+        runner._run_owned()
+        rounds += 1
+    poison.refresh_from_db()
+    assert poison.result == {"rejected": "UNPROCESSABLE"}
+    assert rounds == 1 + UNPROCESSABLE_STRIKES + 1  # the batch, the amend alone twice, refused
+    assert (runner.not_before, runner.failures) == ({}, {})
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_market_whose_database_fails_waits_alone(market, matcher, buyer, quote, monkeypatch):
+    from django.db import OperationalError
+
+    from exchange.matcher import market as matcher_module
+
+    btc = MarketFactory(base=AssetFactory(symbol="BTC"), quote=quote)
+    stuck = place_order(buyer, market, "BUY", "1", "99")
+    original = matcher_module._Batch.persist
+    attempts = []
+
+    def database_busy(batch):
+        if batch.m is matcher:
+            attempts.append(1)
+            raise OperationalError("deadlock detected")
+        return original(batch)
+
+    monkeypatch.setattr(matcher_module._Batch, "persist", database_busy)
+    runner = _runner_of(matcher, MarketMatcher(btc), monkeypatch=monkeypatch)
+    assert runner._run_owned() is False
+    assert market.pk in runner.not_before  # it tries again later, by itself
+    elsewhere = place_order(buyer, btc, "BUY", "1", "100")
+    runner._run_owned()
+    assert refreshed(elsewhere)[0].status == "OPEN"  # served while the other waits
+    assert len(attempts) == 1  # not retried before its time
+
+    monkeypatch.setattr(matcher_module._Batch, "persist", original)
+    runner.not_before[market.pk] = 0.0  # its time has come
+    runner._run_owned()
+    assert refreshed(stuck)[0].status == "OPEN"
+    assert runner.not_before == {}
 
 
 @pytest.mark.django_db(transaction=True)
