@@ -193,11 +193,12 @@ def trade_report(
         "market__quote__symbol",
         "aggressor_side",
         "maker_order_id",
-        "maker_order__account__wallet_address",
         "maker_fee",
         "taker_order_id",
-        "taker_order__account__wallet_address",
         "taker_fee",
+        # The parties from the trade itself: its orders may be archived by now.
+        "buyer__wallet_address",
+        "seller__wallet_address",
         "settlement_status",
         "settled_at",
     )
@@ -213,15 +214,16 @@ def trade_report(
         fee_asset,
         aggressor,
         maker_order,
-        maker,
         maker_fee,
         taker_order,
-        taker,
         taker_fee,
+        buyer,
+        seller,
         settlement,
         settled_at,
     ) in rows.iterator(chunk_size=chunk_size):
         maker_side = Side.SELL if aggressor == Side.BUY else Side.BUY
+        taker, maker = (buyer, seller) if aggressor == Side.BUY else (seller, buyer)
         yield _row(
             (
                 trade_id,

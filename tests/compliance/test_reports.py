@@ -130,6 +130,30 @@ def test_trade_report_lists_the_periods_trades_oldest_first_with_both_parties(ma
     assert every_market == [first.pk, second.pk, elsewhere.pk]
 
 
+def test_trade_report_keeps_trades_whose_orders_are_archived(market):
+    """Orders are archived (moved out of ``exchange_order``) once long finished; their
+    trades stay in the report, parties and all."""
+    maker, taker = AccountFactory(), AccountFactory()
+    trade = trade_at(
+        market, "100.00", "1", minutes(1), buyer=maker, seller=taker, taker_side=Side.SELL
+    )
+    bought = trade_at(
+        market, "100.00", "1", minutes(2), buyer=taker, seller=maker, taker_side=Side.BUY
+    )
+    for order in (trade.maker_order, trade.taker_order, bought.maker_order, bought.taker_order):
+        sim.backdate(order, T0)
+    assert orders_archive(done_before=minutes(3), limit=100) == 4
+
+    rows = as_dicts(trade_report(period=DAY, market=market))
+
+    assert [r["trade_id"] for r in rows] == [str(trade.pk), str(bought.pk)]
+    assert [(r["maker_account"], r["taker_account"]) for r in rows] == [
+        (maker.wallet_address, taker.wallet_address),
+        (maker.wallet_address, taker.wallet_address),
+    ]
+    assert rows[0]["maker_order_id"] == str(trade.maker_order_id)
+
+
 # --- orders --------------------------------------------------------------------------------
 
 
