@@ -91,11 +91,14 @@ def portfolio_snapshot_take(
     composition = []
     total = Decimal(0)
     for line in sorted(valuation.assets, key=lambda line: line.symbol):
-        if line.quantity == 0:
-            continue  # a closed position's line: nothing held
         in_quote = line.quote_id == quote.pk and line.mark is not None
         if in_quote:
+            # Kept for the period's flows even when nothing is held now: an asset
+            # deposited and sold off in the period was still brought in.
             marks[line.asset_id] = line.mark
+        if line.quantity == 0:
+            continue  # a closed position's line: nothing held
+        if in_quote:
             total += line.value
         composition.append(
             {

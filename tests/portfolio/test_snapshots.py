@@ -152,6 +152,18 @@ def test_withdrawals_are_negative_flows(market, buyer):
     assert (snap.total_value, snap.net_flows) == (D(10000), D(10000))
 
 
+def test_an_asset_brought_in_and_sold_off_in_the_period_is_a_flow(market, buyer, seller):
+    """The seller deposits 50 ETH and sells all of it: nothing of it is held at the
+    snapshot, and the 5,000 it was worth came in as a deposit, not as a gain."""
+    ask = sim.place(seller, market, "SELL", "50", "100")
+    bid = sim.place(buyer, market, "BUY", "50", "100")
+    sim.fill_and_settle(ask, bid, "50")
+    take(seller).get()
+    snap = PortfolioSnapshot.objects.get(account=seller)
+    assert (snap.total_value, snap.net_flows) == (D(5000) - D(1), D(5000))  # 2 bps maker fee
+    assert [line["asset"] for line in snap.composition] == ["USDC"]
+
+
 def test_the_scheduled_task_snapshots_every_funded_account_once_per_period(
     traded, buyer, seller, eager, settings
 ):
