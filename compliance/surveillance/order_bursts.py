@@ -2,8 +2,10 @@
 within seconds (quote stuffing, or a runaway algorithm).
 
 For each account, every span of ``BURST_SECONDS`` starting at one of its orders placed
-in the window is examined: the orders it placed in the span, and of those the ones it
-cancelled itself (``USER_REQUEST`` or ``CANCEL_ALL``) before the span ended. The account
+in the window is examined, whole even when it runs past the window's end (so a burst
+across the edge between two windows is seen by the one it starts in): the orders it
+placed in the span, and of those the ones it cancelled itself (``USER_REQUEST`` or
+``CANCEL_ALL``) before the span ended. The account
 is reported once per window, for its busiest span with at least ``BURST_MIN_ORDERS``
 orders placed and a cancel ratio (cancelled ÷ placed) of at least
 ``BURST_MIN_CANCEL_RATIO``. Severity is HIGH when that span holds twice the minimum or
@@ -15,7 +17,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 
 from compliance.models import AlertKind, AlertSeverity
@@ -47,13 +49,18 @@ def _cancelled_by_trader(order: Order) -> bool:
     return order.status == OrderStatus.CANCELLED and order.reason in TRADER_CANCEL_REASONS
 
 
-def busiest_span(orders: list[Order], config: SurveillanceConfig) -> Span | None:
-    """The span with the most orders among those that meet the thresholds; ``orders``
-    in placement order."""
+def busiest_span(
+    orders: list[Order], config: SurveillanceConfig, *, starting_before: datetime | None = None
+) -> Span | None:
+    """The span with the most orders among those that meet the thresholds, of the spans
+    starting at an order placed before ``starting_before``; ``orders`` in placement
+    order."""
     length = timedelta(seconds=config.burst_seconds)
     placed = [o.created_at for o in orders]
     best = None
     for first, order in enumerate(orders):
+        if starting_before is not None and order.created_at >= starting_before:
+            break
         end = order.created_at + length
         last = bisect_left(placed, end, lo=first)
         if last - first < config.burst_min_orders:
@@ -71,8 +78,9 @@ def busiest_span(orders: list[Order], config: SurveillanceConfig) -> Span | None
 
 
 def detect(*, market: Market, window: Window, config: SurveillanceConfig) -> list[Finding]:
+    reach = window.end + timedelta(seconds=config.burst_seconds)  # the last span's end
     orders = Order.objects.filter(
-        market=market, created_at__gte=window.start, created_at__lt=window.end
+        market=market, created_at__gte=window.start, created_at__lt=reach
     ).order_by("account_id", "created_at", "id")
     by_account: dict[int, list[Order]] = defaultdict(list)
     for order in orders:
@@ -82,7 +90,7 @@ def detect(*, market: Market, window: Window, config: SurveillanceConfig) -> lis
     for account_id, placed in sorted(by_account.items()):
         if len(placed) < config.burst_min_orders:
             continue
-        span = busiest_span(placed, config)
+        span = busiest_span(placed, config, starting_before=window.end)
         if span is None:
             continue
         first, last = span.orders[0], span.orders[-1]
@@ -110,7 +118,7 @@ def detect(*, market: Market, window: Window, config: SurveillanceConfig) -> lis
                         "first_placed_at": iso(first.created_at),
                         "last_placed_at": iso(last.created_at),
                         "placing_seconds": seconds_between(first.created_at, last.created_at),
-                        "orders_in_window": len(placed),
+                        "orders_in_window": sum(1 for o in placed if o.created_at < window.end),
                     },
                     "orders": limited([order_row(o) for o in span.orders]),
                 },

@@ -317,6 +317,37 @@ def test_many_orders_mostly_kept_are_not_a_burst(flow):
     assert [f for f in findings if f.account_id == stuffer.pk] == []
 
 
+def test_a_burst_across_the_edge_of_two_windows_is_found_once(market):
+    """60 orders placed and cancelled within 6 s, starting 3 s before a window's end:
+    half in each window. The window the burst starts in reports it, whole; the next
+    window, whose own spans hold only the second half, does not."""
+    import pgtrigger
+
+    from tests.factories import OrderFactory
+
+    stuffer = AccountFactory()
+    edge = datetime(2026, 3, 2, 9, 5, tzinfo=UTC)
+    for k in range(60):
+        placed = edge - timedelta(seconds=3) + timedelta(milliseconds=100 * k)
+        order = OrderFactory(account=stuffer, market=market, price=D("100.00"), quantity=D(1))
+        order.sequence, order.accepted_at = order.pk, timezone.now()
+        order.status, order.reason, order.done_at = "CANCELLED", "USER_REQUEST", timezone.now()
+        order.save()
+        with pgtrigger.ignore("exchange.Order:identity_read_only"):
+            Order.objects.filter(pk=order.pk).update(
+                created_at=placed, accepted_at=placed, done_at=placed + timedelta(seconds=0.2)
+            )
+    step = timedelta(seconds=CONFIG.window_seconds)
+
+    before = order_bursts.detect(market=market, window=Window(edge - step, edge), config=CONFIG)
+    after = order_bursts.detect(market=market, window=Window(edge, edge + step), config=CONFIG)
+
+    assert [f.account_id for f in before] == [stuffer.pk]
+    figures = before[0].evidence["figures"]
+    assert (figures["placed"], figures["cancelled"], figures["orders_in_window"]) == (60, 60, 30)
+    assert after == []
+
+
 # --------------------------------------------------------------------------------------
 # Unusual volume and price moves
 # --------------------------------------------------------------------------------------
