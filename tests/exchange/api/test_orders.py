@@ -592,6 +592,29 @@ def test_bad_list_filters_are_400_or_ignored_never_500(api, params):
         assert response.json()["code"] == "VALIDATION_ERROR"
 
 
+@pytest.mark.parametrize("position", ["abc", "-1", "1.5", "٣", str(2**63)])
+@pytest.mark.parametrize(
+    "path",
+    [
+        ORDERS,
+        f"{ORDERS}open/",
+        "/api/v1/fills/",
+        "/api/v1/ledger/",
+        "/api/v1/deposits/",
+        "/api/v1/withdrawals/",
+        "/api/v1/stats/",
+    ],
+)
+def test_a_cursor_whose_position_is_not_an_id_is_404_never_500(api, path, position):
+    import base64
+    from urllib.parse import urlencode
+
+    cursor = base64.b64encode(urlencode({"p": position}).encode()).decode()
+    response = api.get(path, {"cursor": cursor})
+    assert response.status_code == 404, response.content[:200]
+    assert response.json()["message"] == "Invalid cursor"
+
+
 def test_open_orders_leave_out_closed_ones(api, alice, market):
     keep = post(api, alice.order(market, price="99")).json()
     gone = post(api, alice.order(market, price="98")).json()
