@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 from urllib.parse import parse_qs, urlsplit
@@ -104,6 +104,7 @@ def account_audit_events(*, account: Account) -> QuerySet[AuditEvent]:
 @dataclass(frozen=True, slots=True)
 class Account360:
     account: Account
+    shown: frozenset[str]  # the sections read (ACCOUNT_360_SECTIONS); the others empty
     kyc_cases: list[KycCase]
     balances: list[Balance]
     open_orders: list[Order]
@@ -119,25 +120,62 @@ class Account360:
         return next((f for f in self.freezes if f.lifted_at is None), None)
 
 
-def account_360(*, account: Account, rows: int = ACCOUNT_360_ROWS) -> Account360:
-    """Everything the back office knows of ``account``, each list the latest ``rows``."""
+# Each section of the 360° page, and the permission that lets staff read it: a role
+# sees on the page what it may see in the admin's own lists, and no more.
+ACCOUNT_360_SECTIONS = {
+    "kyc_cases": "compliance.view_kyccase",
+    "balances": "portfolio.view_balance",
+    "open_orders": "exchange.view_order",
+    "recent_trades": "exchange.view_trade",
+    "alerts": "compliance.view_surveillancealert",
+    "freezes": "compliance.view_accountfreeze",
+    "audit_events": "compliance.view_auditevent",
+}
+
+
+def account_360(
+    *,
+    account: Account,
+    sections: Iterable[str] = ACCOUNT_360_SECTIONS,
+    rows: int = ACCOUNT_360_ROWS,
+) -> Account360:
+    """What the back office knows of ``account`` in ``sections`` (every one unless
+    told), each list the latest ``rows``; the sections not asked for are not read."""
+    shown = frozenset(sections)
+    unknown = shown - set(ACCOUNT_360_SECTIONS)
+    if unknown:
+        raise ValueError(f"no such section of the 360° page: {sorted(unknown)}")
     alerts = SurveillanceAlert.objects.filter(account=account).select_related("market", "assignee")
     open_orders = account_open_orders(account=account)
     freezes = AccountFreeze.objects.filter(account=account).select_related("frozen_by", "lifted_by")
+
+    def read(section: str, rows_of: Callable[[], list]) -> list:
+        return rows_of() if section in shown else []
+
     with _one_snapshot():
         return Account360(
             account=account,
-            kyc_cases=list(
-                KycCase.objects.filter(account=account).select_related("reviewer")[:rows]
+            shown=shown,
+            kyc_cases=read(
+                "kyc_cases",
+                lambda: list(
+                    KycCase.objects.filter(account=account).select_related("reviewer")[:rows]
+                ),
             ),
-            balances=list(balance_list(account=account)),
-            open_orders=list(open_orders[:rows]),
-            open_order_count=open_orders.count(),
-            recent_trades=list(account_recent_trades(account=account)[:rows]),
-            alerts=list(alerts[:rows]),
-            open_alert_count=alerts.filter(status__in=ALERT_OPEN_STATUSES).count(),
-            freezes=list(freezes[:rows]),
-            audit_events=list(account_audit_events(account=account)[:rows]),
+            balances=read("balances", lambda: list(balance_list(account=account))),
+            open_orders=read("open_orders", lambda: list(open_orders[:rows])),
+            open_order_count=open_orders.count() if "open_orders" in shown else 0,
+            recent_trades=read(
+                "recent_trades", lambda: list(account_recent_trades(account=account)[:rows])
+            ),
+            alerts=read("alerts", lambda: list(alerts[:rows])),
+            open_alert_count=(
+                alerts.filter(status__in=ALERT_OPEN_STATUSES).count() if "alerts" in shown else 0
+            ),
+            freezes=read("freezes", lambda: list(freezes[:rows])),
+            audit_events=read(
+                "audit_events", lambda: list(account_audit_events(account=account)[:rows])
+            ),
         )
 
 

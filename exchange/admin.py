@@ -132,7 +132,10 @@ class AccountAdmin(AuditedAdmin):
         account = self.get_object(request, unquote(object_id))
         if account is None:
             raise Http404("No such account.")
-        if not self.has_view_permission(request, account):
+        # Built from the account's balances: for staff who may read those.
+        if not self.has_view_permission(request, account) or not request.user.has_perm(
+            "portfolio.view_balance"
+        ):
             raise PermissionDenied
         kind = request.GET.get("series", SnapshotKind.INTERVAL)
         if kind not in SnapshotKind.values:

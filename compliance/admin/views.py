@@ -19,7 +19,7 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.http import urlencode
 
-from compliance.selectors import account_360, venue_overview
+from compliance.selectors import ACCOUNT_360_SECTIONS, account_360, venue_overview
 from compliance.services.accounts import ControlError
 from compliance.services.audit import Actor
 from compliance.services.markets import market_rules_change
@@ -248,7 +248,12 @@ def account_360_view(
     request: HttpRequest, *, model_admin: admin.ModelAdmin, account: Account
 ) -> HttpResponse:
     require_permission(request, "compliance.view_venue")
-    picture = account_360(account=account)
+    sections = [
+        section
+        for section, permission in ACCOUNT_360_SECTIONS.items()
+        if request.user.has_perm(permission)
+    ]
+    picture = account_360(account=account, sections=sections)
     context = {
         **model_admin.admin_site.each_context(request),
         "opts": model_admin.opts,

@@ -60,14 +60,21 @@ def staff_user(django_user_model, username: str, *perms: str):
 
 @pytest.fixture
 def officer(client, django_user_model):
-    """A compliance officer: sees accounts, orders and markets; may freeze, close,
-    cancel orders, control markets and see the venue."""
+    """A compliance officer: sees accounts, orders, trades, markets, balances, KYC cases,
+    alerts, freezes and the audit trail; may freeze, close, cancel orders, control
+    markets and see the venue."""
     user = staff_user(
         django_user_model,
         "officer",
         "exchange.view_account",
         "exchange.view_order",
+        "exchange.view_trade",
         "exchange.view_market",
+        "portfolio.view_balance",
+        "compliance.view_kyccase",
+        "compliance.view_surveillancealert",
+        "compliance.view_accountfreeze",
+        "compliance.view_auditevent",
         "compliance.freeze_account",
         "compliance.close_account",
         "compliance.cancel_orders",

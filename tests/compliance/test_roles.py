@@ -6,6 +6,7 @@ from decimal import Decimal
 import pytest
 from django.contrib import admin
 from django.contrib.auth.models import Group, Permission
+from django.urls import reverse
 from django.utils import timezone
 
 from compliance.models import AuditEvent, JurisdictionRule, KycCase, KycStatus
@@ -18,6 +19,7 @@ from compliance.roles import (
     role_permissions,
     roles_sync,
 )
+from compliance.selectors import ACCOUNT_360_SECTIONS
 from compliance.services.kyc import KycDocumentInput, kyc_case_submit
 from portfolio.models import VaultOperationStatus
 from portfolio.services.vault import withdrawal_request
@@ -191,6 +193,36 @@ def test_operations_takes_no_kyc_freeze_or_alert_decisions(client, login, case):
     assert client.get("/admin/compliance/jurisdictionrule/add/").status_code == 403
     for codename in ("review_kyc", "freeze_account", "close_account", "triage_alert"):
         assert not support.has_perm(f"compliance.{codename}"), codename
+
+
+def test_operations_reads_on_the_360_page_only_what_its_own_lists_show(client, login, case):
+    """The 360° page of an account shows each section only to staff who may read that
+    model's list: Operations sees the account's orders and trades, not its KYC cases,
+    balances, alerts, freezes or audit trail, nor the portfolio built from balances."""
+    login(OPERATIONS)
+    account = case.account
+    response = client.get(reverse("admin:exchange_account_360", args=[account.pk]))
+    assert response.status_code == 200
+    assert response.context["picture"].shown == {"open_orders", "recent_trades"}
+    html = response.content.decode()
+    assert 'id="open-orders"' in html
+    assert 'id="recent-trades"' in html
+    for hidden in ("kyc-cases", "balances", "alerts", "freezes", "audit-events"):
+        assert f'id="{hidden}"' not in html, hidden
+    assert f"<td>#{case.pk}</td>" not in html
+    assert (
+        client.get(reverse("admin:exchange_account_portfolio", args=[account.pk])).status_code
+        == 403
+    )
+
+
+def test_a_compliance_officer_reads_every_section_of_the_360_page(client, login, case):
+    login(COMPLIANCE_OFFICER)
+    response = client.get(reverse("admin:exchange_account_360", args=[case.account.pk]))
+    assert response.context["picture"].shown == set(ACCOUNT_360_SECTIONS)
+    assert f"<td>#{case.pk}</td>" in response.content.decode()
+    portfolio = reverse("admin:exchange_account_portfolio", args=[case.account.pk])
+    assert client.get(portfolio).status_code == 200
 
 
 # --- Auditor ---------------------------------------------------------------------------

@@ -30,8 +30,11 @@ def portfolio_url(account) -> str:
 
 @pytest.fixture
 def viewer(client, staff):
-    """A staff user allowed to view accounts, logged in."""
-    staff.user_permissions.add(Permission.objects.get(codename="view_account"))
+    """A staff user allowed to view accounts and balances, logged in."""
+    staff.user_permissions.add(
+        Permission.objects.get(codename="view_account"),
+        Permission.objects.get(codename="view_balance"),
+    )
     client.force_login(staff)
     return client
 
@@ -154,6 +157,12 @@ def test_anyone_not_staff_is_sent_to_log_in(client, django_user_model, buyer):
 
 
 def test_staff_without_view_permission_on_accounts_are_refused(client, staff, buyer):
+    client.force_login(staff)
+    assert client.get(portfolio_url(buyer)).status_code == 403
+
+
+def test_staff_who_may_not_read_balances_are_refused(client, staff, buyer):
+    staff.user_permissions.add(Permission.objects.get(codename="view_account"))
     client.force_login(staff)
     assert client.get(portfolio_url(buyer)).status_code == 403
 
