@@ -35,6 +35,7 @@ from dex.db import (
     RateField,
     UpdatedAtField,
     append_only_triggers,
+    created_as_trigger,
     truncate_keeps_references,
     updated_at_trigger,
 )
@@ -112,6 +113,18 @@ class LedgerAccount(models.Model):
                     "USING ERRCODE = 'check_violation'; RETURN NULL;"
                 ),
             ),
+            # A ledger account opens empty: its balance is the sum of its postings, and
+            # it has none yet.
+            pgtrigger.Trigger(
+                name="opens_empty",
+                when=pgtrigger.Before,
+                operation=pgtrigger.Insert,
+                condition=pgtrigger.Condition("NEW.balance <> 0"),
+                func=(
+                    "RAISE EXCEPTION 'ledger account opened holding %: balances come only "
+                    "from postings', NEW.balance USING ERRCODE = 'check_violation'; RETURN NULL;"
+                ),
+            ),
             pgtrigger.Protect(name="protect_delete", operation=pgtrigger.Delete),
         ]
 
@@ -159,6 +172,19 @@ _TRANSACTIONS_QUEUE_CHECK = """
     INSERT INTO portfolio_ledgercheck (transaction_ids)
     SELECT array_agg(id) FROM new_transactions HAVING count(*) > 0;
     RETURN NULL;
+"""
+
+# The postings' side of the balance check: their ledger transactions are checked again at
+# commit unless a check of them is still queued. A queued check runs once, and a client
+# can run it early (SET CONSTRAINTS ... IMMEDIATE); postings added to those ledger
+# transactions afterwards, in the same database transaction, are checked by this one.
+_POSTINGS_QUEUE_CHECK = """
+    INSERT INTO portfolio_ledgercheck (transaction_ids)
+    SELECT array_agg(q.id)
+      FROM (SELECT DISTINCT transaction_id AS id FROM new_postings
+            EXCEPT
+            SELECT unnest(c.transaction_ids) FROM portfolio_ledgercheck c) q
+    HAVING count(*) > 0;
 """
 
 _TRANSACTIONS_BALANCE = """
@@ -312,7 +338,8 @@ class LedgerCheck(models.Model):
 # (bench/matcher.py --sql-breakdown); here one join over the statement's rows. Neither
 # table allows a DELETE, nor a TRUNCATE that would leave postings naming its rows
 # (``truncate_keeps_references``), so a row found here stays, as a constraint keeps it.
-_POSTINGS_APPLY = """
+_POSTINGS_APPLY = (
+    """
     SELECT p.transaction_id, t.id IS NULL INTO bad_id, missing
       FROM new_postings p
       LEFT JOIN portfolio_ledgertransaction t ON t.id = p.transaction_id
@@ -329,11 +356,15 @@ _POSTINGS_APPLY = """
         SELECT 1 FROM new_postings p
           JOIN portfolio_ledgeraccount a ON a.id = p.ledger_account_id
           LEFT JOIN exchange_order o ON o.id = p.order_id
+          LEFT JOIN exchange_market m ON m.id = o.market_id
          WHERE p.order_id IS NOT NULL
-           AND (a.kind <> 'HELD' OR o.account_id IS DISTINCT FROM a.owner_id)
+           AND (a.kind <> 'HELD' OR o.account_id IS DISTINCT FROM a.owner_id
+                -- a buy holds the quote it pays, a sell the base it delivers
+                OR a.asset_id IS DISTINCT FROM
+                   CASE WHEN o.side = 'BUY' THEN m.quote_id ELSE m.base_id END)
     ) THEN
-        RAISE EXCEPTION 'only a held posting on the order''s own account may name an order'
-            USING ERRCODE = 'check_violation';
+        RAISE EXCEPTION 'only a held posting on the order''s own account, in the asset the '
+            'order holds, may name an order' USING ERRCODE = 'check_violation';
     END IF;
     -- Counted rather than joined: the function is planned without hash joins (see
     -- PLANNED_BY_INDEX), and a nested loop between the two would be quadratic.
@@ -354,8 +385,12 @@ _POSTINGS_APPLY = """
         RAISE EXCEPTION 'posting names ledger account % that does not exist', bad_id
             USING ERRCODE = 'foreign_key_violation';
     END IF;
+"""
+    + _POSTINGS_QUEUE_CHECK
+    + """
     RETURN NULL;
 """
+)
 
 
 class Posting(models.Model):
@@ -527,6 +562,11 @@ class VaultOperation(models.Model):
                 ),
                 name="vaultop_kind_fields",
             ),
+            # One spelling of a chain transaction's hash, so one event is one row.
+            models.CheckConstraint(
+                condition=Q(tx_hash__isnull=True) | Q(tx_hash__regex=r"^0x[0-9a-f]{64}$"),
+                name="vaultop_tx_hash_format",
+            ),
             models.CheckConstraint(
                 condition=Q(
                     status=VaultOperationStatus.COMPLETED,
@@ -579,18 +619,46 @@ class VaultOperation(models.Model):
             pgtrigger.Protect(name="protect_delete", operation=pgtrigger.Delete),
             # A transfer of the token carries its own decimals at most: a withdrawal finer
             # than that could not be sent exactly, and the rest would stay on the ledger
-            # as dust the vault does not hold (vault._payable says so first).
+            # as dust the vault does not hold (vault._payable says so first); a deposit
+            # finer than that was never received.
             pgtrigger.Trigger(
-                name="withdrawal_on_token_step",
+                name="amount_on_token_step",
                 when=pgtrigger.Before,
                 operation=pgtrigger.Insert,
-                condition=pgtrigger.Q(new__kind=VaultOperationKind.WITHDRAWAL),
                 func=(
                     "IF NEW.amount <> round(NEW.amount, (SELECT LEAST(decimals, 8)"
                     " FROM exchange_asset WHERE id = NEW.asset_id)) THEN"
-                    " RAISE EXCEPTION 'withdrawal % is finer than its token moves', NEW.amount"
-                    " USING ERRCODE = 'check_violation',"
-                    " CONSTRAINT = 'vaultop_withdrawal_on_token_step'; END IF; RETURN NEW;"
+                    " RAISE EXCEPTION '% of % is finer than its token moves', lower(NEW.kind),"
+                    " NEW.amount USING ERRCODE = 'check_violation',"
+                    " CONSTRAINT = 'vaultop_amount_on_token_step'; END IF; RETURN NEW;"
+                ),
+            ),
+            # A withdrawal starts as a request, whose amount is held: inserted further
+            # along, it would be paid from funds nobody held for it.
+            pgtrigger.Trigger(
+                name="withdrawal_created_requested",
+                when=pgtrigger.Before,
+                operation=pgtrigger.Insert,
+                condition=pgtrigger.Condition(
+                    "NEW.kind = 'WITHDRAWAL' AND NEW.status <> 'REQUESTED'"
+                ),
+                func=(
+                    "RAISE EXCEPTION 'withdrawals are created REQUESTED, not %', NEW.status "
+                    "USING ERRCODE = 'check_violation'; RETURN NULL;"
+                ),
+            ),
+            # The chain reference, once recorded, is the record of what happened on chain.
+            pgtrigger.Trigger(
+                name="chain_reference_once",
+                when=pgtrigger.Before,
+                operation=pgtrigger.Update,
+                condition=pgtrigger.Condition(
+                    "OLD.tx_hash IS NOT NULL AND (OLD.tx_hash, OLD.log_index, OLD.block_number)"
+                    " IS DISTINCT FROM (NEW.tx_hash, NEW.log_index, NEW.block_number)"
+                ),
+                func=(
+                    "RAISE EXCEPTION 'the chain reference of vault operation % is recorded',"
+                    " OLD.id USING ERRCODE = 'check_violation'; RETURN NULL;"
                 ),
             ),
         ]
@@ -713,6 +781,7 @@ class LedgerAdjustment(models.Model):
                     (AdjustmentStatus.PENDING, AdjustmentStatus.REJECTED),
                 ],
             ),
+            created_as_trigger(AdjustmentStatus.PENDING, "adjustments"),
             pgtrigger.ReadOnly(
                 name="request_read_only",
                 fields=["account", "asset", "amount", "reason", "requested_by", "created_at"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -53,6 +54,28 @@ class InvalidAmount(VaultError):
     """An amount that cannot be moved: not positive, or finer than the token allows."""
 
     code = "INVALID_AMOUNT"
+
+
+class InvalidChainReference(VaultError):
+    """A transaction hash that is not one: ``0x`` and 64 hex digits."""
+
+    code = "INVALID_TX_HASH"
+
+
+_TX_HASH = re.compile(r"^0x[0-9a-f]{64}$")
+
+
+def _tx_hash(value: str) -> str:
+    """The one spelling of a chain transaction's hash (lower case, ``0x``), so that one
+    event reported twice, however spelt, is recognised as one."""
+    if not isinstance(value, str):
+        raise InvalidChainReference(f"a transaction hash is a string, not {value!r}")
+    spelt = value.strip().lower()
+    if not spelt.startswith("0x"):
+        spelt = "0x" + spelt
+    if not _TX_HASH.match(spelt):
+        raise InvalidChainReference(f"{value!r} is not a transaction hash (0x and 64 hex digits)")
+    return spelt
 
 
 class ComplianceRefusal(VaultError):
@@ -116,8 +139,9 @@ def deposit_credit(
     (:class:`ComplianceRefusal`) and credits nothing: the funds wait in the vault,
     unallocated, and are credited when the event is reported again within the limit
     (a later day, or after the tier is raised)."""
-    amount = _positive(amount)
-    key = f"deposit:{tx_hash.lower()}:{log_index}"
+    amount = _payable(amount, asset)
+    tx_hash = _tx_hash(tx_hash)
+    key = f"deposit:{tx_hash}:{log_index}"
     existing = VaultOperation.objects.filter(idempotency_key=key).first()
     if existing:
         return _same_request(existing, account_id=account.pk, asset_id=asset.pk, amount=amount)
@@ -142,7 +166,7 @@ def deposit_credit(
         status=VaultOperationStatus.COMPLETED,
         amount=amount,
         idempotency_key=key,
-        tx_hash=tx_hash.lower(),
+        tx_hash=tx_hash,
         log_index=log_index,
         block_number=block_number,
         completed_at=timezone.now(),
@@ -430,6 +454,7 @@ def withdrawal_complete(
     *, withdrawal: VaultOperation, tx_hash: str, block_number: int
 ) -> VaultOperation:
     """The withdrawal is final on chain: the held amount leaves the vault."""
+    tx_hash = _tx_hash(tx_hash)
     operation = _locked_withdrawal(withdrawal, VaultOperationStatus.PROCESSING)
     _available, held, vault = _withdrawal_accounts(operation)
     balances_changed([operation.account_id])
@@ -446,7 +471,7 @@ def withdrawal_complete(
     return _transition(
         operation,
         VaultOperationStatus.COMPLETED,
-        tx_hash=tx_hash.lower(),
+        tx_hash=tx_hash,
         block_number=block_number,
         completed_at=timezone.now(),
     )

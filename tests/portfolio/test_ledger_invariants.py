@@ -5,6 +5,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.utils import timezone
 
 from exchange.models import Trade
 from portfolio.models import (
@@ -342,7 +343,135 @@ def test_a_withdrawal_finer_than_its_token_moves_is_refused_by_the_database(quot
             destination_address="0x" + "ab" * 20,
         )
 
-    with refused("withdrawal 1.00000010 is finer than its token moves"):
+    with refused("withdrawal of 1.00000010 is finer than its token moves"):
         withdrawal(quote, "1.0000001", "w-1")
     assert withdrawal(quote, "1.000001", "w-2").pk
     assert withdrawal(base, "0.00000001", "w-3").pk
+
+
+def _deposit_row(account, asset, amount: str, **fields) -> VaultOperation:
+    return VaultOperation.objects.create(
+        account=account,
+        asset=asset,
+        kind="DEPOSIT",
+        status="COMPLETED",
+        amount=Decimal(amount),
+        idempotency_key=fields.pop("key", "d-1"),
+        tx_hash=fields.pop("tx_hash", "0x" + "ab" * 32),
+        log_index=0,
+        completed_at=timezone.now(),
+        **fields,
+    )
+
+
+def test_a_deposit_finer_than_its_token_moves_is_refused_by_the_database(quote, buyer):
+    with refused("deposit of 1.00000010 is finer than its token moves"):
+        _deposit_row(buyer, quote, "1.0000001")
+    assert _deposit_row(buyer, quote, "1.000001").pk
+
+
+@pytest.mark.parametrize("tx_hash", ["ab" * 32, "0x" + "AB" * 32, "0x" + "ab" * 31, "0xzz"])
+def test_a_chain_transaction_hash_has_one_spelling(quote, buyer, tx_hash):
+    with refused("vaultop_tx_hash_format"):
+        _deposit_row(buyer, quote, "1", tx_hash=tx_hash)
+
+
+def test_a_recorded_chain_reference_never_changes(quote, buyer):
+    deposit = _deposit_row(buyer, quote, "1")
+    for change in ({"tx_hash": "0x" + "cd" * 32}, {"log_index": 1}, {"block_number": 9}):
+        with refused("chain reference of vault operation"):
+            VaultOperation.objects.filter(pk=deposit.pk).update(**change)
+    VaultOperation.objects.filter(pk=deposit.pk).update(balance_after=Decimal(1))
+
+
+@pytest.mark.parametrize("status", ["APPROVED", "PROCESSING", "COMPLETED", "REJECTED"])
+def test_a_withdrawal_is_created_requested(quote, buyer, status):
+    """Inserted further along, a withdrawal would be paid from funds nobody held for
+    it: the services would process and complete it out of the trader's order holds."""
+    with refused(f"withdrawals are created REQUESTED, not {status}"):
+        VaultOperation.objects.create(
+            account=buyer,
+            asset=quote,
+            kind="WITHDRAWAL",
+            status=status,
+            amount=Decimal(100),
+            idempotency_key="w-1",
+            destination_address="0x" + "ab" * 20,
+            reason="-" if status == "REJECTED" else "",
+            completed_at=timezone.now() if status == "COMPLETED" else None,
+        )
+
+
+def test_an_adjustment_is_created_pending(quote, buyer, staff, other_staff):
+    with refused("adjustments are created PENDING, not POSTED"):
+        LedgerAdjustment.objects.create(
+            account=buyer,
+            asset=quote,
+            amount=Decimal(500),
+            reason="goodwill",
+            requested_by=staff,
+            status=AdjustmentStatus.POSTED,
+            decided_by=other_staff,
+            decided_at=timezone.now(),
+        )
+
+
+def test_a_ledger_account_opens_empty(quote):
+    with refused("ledger account opened holding 1000000"):
+        LedgerAccount.objects.create(
+            kind=LedgerAccountKind.AVAILABLE,
+            asset=quote,
+            owner=AccountFactory(),
+            balance=Decimal(1_000_000),
+        )
+    with refused("balances come only from postings"):
+        sql(
+            "INSERT INTO portfolio_ledgeraccount (kind, asset_id, owner_id, balance, created_at,"
+            " updated_at) VALUES ('AVAILABLE', %s, %s, 5000, now(), now())",
+            [quote.pk, AccountFactory().pk],
+        )
+
+
+def test_a_hold_posting_is_in_the_asset_its_order_holds(market, buyer, seller):
+    """A buy holds quote, a sell base: a hold booked in the other asset would pass for
+    the order's hold while backing nothing it could cost."""
+    sim.deposit(buyer, market.base, "200")
+    buy = sim.place(buyer, market, "BUY", "1", "100")
+    base_available, base_held = (
+        LedgerAccount.objects.get_or_create(kind=kind, asset=market.base, owner=buyer)[0]
+        for kind in (LedgerAccountKind.AVAILABLE, LedgerAccountKind.HELD)
+    )
+    with refused("in the asset the order holds"):
+        post("HOLD", "buy-holds-base", (base_available, "-100"), (base_held, "100", buy))
+    sell = sim.place(seller, market, "SELL", "1", "100")
+    sim.deposit(seller, market.quote, "10")
+    quote_available, quote_held = (
+        LedgerAccount.objects.get_or_create(kind=kind, asset=market.quote, owner=seller)[0]
+        for kind in (LedgerAccountKind.AVAILABLE, LedgerAccountKind.HELD)
+    )
+    with refused("in the asset the order holds"):
+        post("HOLD", "sell-holds-quote", (quote_available, "-1"), (quote_held, "1", sell))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_postings_added_after_an_early_balance_check_are_checked_too(quote):
+    """A client may run the queued balance check early (SET CONSTRAINTS ALL IMMEDIATE);
+    postings added to the same ledger transaction afterwards are checked as well."""
+    available, vault = accounts(quote, AccountFactory())
+
+    def after_an_early_check(key: str, *added: tuple) -> None:
+        with transaction.atomic():
+            txn = post("DEPOSIT", key, (vault, "-100"), (available, "100"))
+            sql("SET CONSTRAINTS ALL IMMEDIATE")  # the queued check runs now, and passes
+            Posting.objects.bulk_create(
+                Posting(transaction=txn, ledger_account=account, amount=D(amount))
+                for account, amount in added
+            )
+
+    with pytest.raises(DatabaseError, match="does not balance"):
+        after_an_early_check("early-check", (available, "1000000"))
+    assert LedgerAccount.objects.get(pk=available.pk).balance == 0
+    # Balanced, the same steps commit, and leave no check queued.
+    after_an_early_check("early-check-2", (available, "1"), (vault, "-1"))
+    assert LedgerAccount.objects.get(pk=available.pk).balance == 101
+    assert not LedgerCheck.objects.exists()

@@ -15,6 +15,7 @@ from portfolio.models import (
     LedgerAccount,
     LedgerAccountKind,
     LedgerTransaction,
+    VaultOperation,
     VaultOperationStatus,
     WithdrawalLimit,
 )
@@ -80,6 +81,51 @@ def test_the_same_event_reported_with_other_terms_is_refused(quote, books_balanc
     with pytest.raises(IdempotencyConflict):
         deposit_credit(account=trader, asset=quote, amount=D(11), **event)
     assert sim.balance(trader, quote) == (D(10), D(0))
+
+
+def test_one_event_is_credited_once_however_its_hash_is_spelt(quote, books_balance):
+    trader = AccountFactory()
+    digits = random_hex(32)[2:]
+    for spelling in ("0x" + digits, digits, "0X" + digits.upper(), f" 0x{digits}\n"):
+        deposit_credit(
+            account=trader,
+            asset=quote,
+            amount=D(100),
+            tx_hash=spelling,
+            log_index=0,
+            block_number=1,
+        )
+    assert sim.balance(trader, quote) == (D(100), D(0))
+    assert VaultOperation.objects.get().tx_hash == "0x" + digits
+
+
+@pytest.mark.parametrize("tx_hash", ["", "0x", "0x" + "ab" * 31, "0x" + "gg" * 32, None])
+def test_a_deposit_whose_hash_is_not_a_transaction_hash_is_refused(quote, tx_hash):
+    with pytest.raises(VaultError, match="transaction hash") as refused:
+        deposit_credit(
+            account=AccountFactory(),
+            asset=quote,
+            amount=D(1),
+            tx_hash=tx_hash,
+            log_index=0,
+            block_number=1,
+        )
+    assert refused.value.code == "INVALID_TX_HASH"
+    assert not LedgerTransaction.objects.exists()
+
+
+def test_a_deposit_finer_than_its_token_moves_is_refused(quote):
+    """USDC moves in steps of 10^-6: a credit of 1.0000001 is money the vault never got."""
+    with pytest.raises(InvalidAmount, match=r"steps of 0\.000001"):
+        deposit_credit(
+            account=AccountFactory(),
+            asset=quote,
+            amount=D("1.0000001"),
+            tx_hash=random_hex(32),
+            log_index=0,
+            block_number=1,
+        )
+    assert not LedgerTransaction.objects.exists()
 
 
 @pytest.mark.parametrize("amount", [D(0), D(-1), D("0.000000001"), D("NaN")])
