@@ -6,7 +6,7 @@ check passes, 503 otherwise, with each check's result, latency and details.
 
 ``GET /readyz`` is the whole platform's readiness, in the same shape:
 
-- **postgres**, **redis**: they answer (each query bounded by
+- **postgres**, **redis**: they answer (each check bounded by
   ``HEALTH_CHECK_TIMEOUT_SECONDS``);
 - **matchers**: every open or halted market has a live owner — a session holding the
   market's advisory lock, read from ``pg_locks`` — and its oldest pending command is
@@ -14,17 +14,28 @@ check passes, 503 otherwise, with each check's result, latency and details.
   not ready either);
 - **celery**: a worker answers a broadcast ping within the timeout (skipped with
   ``READYZ_CHECK_CELERY=0``).
+
+Every check that reads PostgreSQL does so on a connection of its own, bounded by
+``HEALTH_CHECK_TIMEOUT_SECONDS`` from connect to last row (``postgres_read``), never on
+the ORM's: that one has no client-side timeout, and a stalled or cut-off server never
+applies its ``statement_timeout``, so a probe would hold its request thread for good.
 """
 
 import concurrent.futures
+import contextlib
 import json
+import math
+import os
+import socket
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+import psycopg
 import redis
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import connection
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
@@ -63,10 +74,78 @@ def _timed(check: Callable[[], dict | None]) -> CheckResult:
     return CheckResult(True, (time.perf_counter() - started) * 1000, detail=detail)
 
 
+# --- PostgreSQL, bounded -------------------------------------------------------------
+
+# The reads run here while the request waits at most the timeout. A read still waiting
+# then has its socket shut, which ends it at once; one still connecting ends with its
+# connect_timeout, which libpq will not make shorter than 2 s. The pool caps how many
+# such threads a stalled server can hold, and a read that never started is dropped.
+_postgres_readers = concurrent.futures.ThreadPoolExecutor(
+    max_workers=4, thread_name_prefix="health-pg"
+)
+
+
+class _PostgresRead:
+    """One query on a connection of its own, which the waiting thread can cut."""
+
+    def __init__(self, conn_params: dict, timeout: float) -> None:
+        # The ORM's connection parameters, without its adapters and cursor class.
+        params = {
+            key: value
+            for key, value in conn_params.items()
+            if key not in ("context", "cursor_factory", "prepare_threshold")
+        }
+        statement_timeout = f"-c statement_timeout={max(1, int(timeout * 1000))}"
+        params["options"] = f"{params.get('options', '')} {statement_timeout}".strip()
+        params["connect_timeout"] = max(1, math.ceil(timeout))
+        params["application_name"] = "dex-health"
+        self.params = params
+        self.lock = threading.Lock()
+        self.conn: psycopg.Connection | None = None
+        self.abandoned = False
+
+    def run(self, sql: str, args: Sequence | dict | None) -> list[tuple]:
+        conn = psycopg.connect(**self.params, autocommit=True)
+        try:
+            with self.lock:
+                if self.abandoned:
+                    return []
+                self.conn = conn
+            return conn.execute(sql, args).fetchall()
+        finally:
+            with self.lock:  # so abandon() never shuts a descriptor reused since
+                self.conn = None
+                conn.close()
+
+    def abandon(self) -> None:
+        """Cut the connection of a read nobody waits for any more: its thread's wait
+        for the server ends now."""
+        with self.lock:
+            self.abandoned = True
+            if self.conn is not None:
+                with (
+                    contextlib.suppress(OSError),
+                    socket.socket(fileno=os.dup(self.conn.fileno())) as sock,
+                ):
+                    sock.shutdown(socket.SHUT_RDWR)
+
+
+def postgres_read(sql: str, args: Sequence | dict | None = None) -> list[tuple]:
+    """The rows of one query, or ``CheckFailed`` once ``HEALTH_CHECK_TIMEOUT_SECONDS``
+    have passed without them (connecting included)."""
+    timeout = settings.HEALTH_CHECK_TIMEOUT_SECONDS
+    read = _PostgresRead(connection.get_connection_params(), timeout)
+    future = _postgres_readers.submit(read.run, sql, args)
+    try:
+        return future.result(timeout=timeout)
+    except concurrent.futures.TimeoutError:
+        future.cancel()
+        read.abandon()
+        raise CheckFailed(f"PostgreSQL did not answer within {timeout:g}s", {}) from None
+
+
 def check_postgres() -> None:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-        cursor.fetchone()
+    postgres_read("SELECT 1")
 
 
 _redis_clients: dict[str, redis.Redis] = {}
@@ -90,13 +169,13 @@ def check_matchers() -> dict:
     """Each trading market's matcher: who owns it and how long since its heartbeat
     (it beats every second and the key lapses after ten)."""
     from exchange.matcher.runner import heartbeat_key
-    from exchange.models import Market, MarketStatus
+    from exchange.models import MarketStatus
 
-    symbols = list(
-        Market.objects.filter(status__in=[MarketStatus.OPEN, MarketStatus.HALTED])
-        .order_by("symbol")
-        .values_list("symbol", flat=True)
+    rows = postgres_read(
+        "SELECT symbol FROM exchange_market WHERE status = ANY(%s) ORDER BY symbol",
+        [[MarketStatus.OPEN.value, MarketStatus.HALTED.value]],
     )
+    symbols = [symbol for (symbol,) in rows]
     beats = _redis().mget([heartbeat_key(s) for s in symbols]) if symbols else []
     now = time.time()
     detail, missing = {}, []
@@ -136,19 +215,6 @@ def healthz(request: HttpRequest) -> JsonResponse:
 # --- readiness -------------------------------------------------------------------------
 
 
-def _statement_timeout_ms() -> int:
-    return max(1, int(settings.HEALTH_CHECK_TIMEOUT_SECONDS * 1000))
-
-
-def check_postgres_bounded() -> None:
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT set_config('statement_timeout', %s, true)", [str(_statement_timeout_ms())]
-        )
-        cursor.execute("SELECT 1")
-        cursor.fetchone()
-
-
 # Each trading market with the backend that holds its advisory lock (the matcher's lock
 # session, see exchange.matcher.runner) and the age of its oldest pending command.
 _MATCHER_OWNERS = """
@@ -174,19 +240,14 @@ def check_matchers_owned() -> dict:
     from exchange.matcher.runner import LOCK_NAMESPACE
     from exchange.models import CommandStatus, MarketStatus
 
-    with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT set_config('statement_timeout', %s, true)", [str(_statement_timeout_ms())]
-        )
-        cursor.execute(
-            _MATCHER_OWNERS,
-            {
-                "pending": CommandStatus.PENDING,
-                "namespace": LOCK_NAMESPACE,
-                "statuses": [MarketStatus.OPEN, MarketStatus.HALTED],
-            },
-        )
-        rows = cursor.fetchall()
+    rows = postgres_read(
+        _MATCHER_OWNERS,
+        {
+            "pending": CommandStatus.PENDING.value,
+            "namespace": LOCK_NAMESPACE,
+            "statuses": [MarketStatus.OPEN.value, MarketStatus.HALTED.value],
+        },
+    )
     limit = settings.READYZ_MAX_COMMAND_AGE_SECONDS
     detail, problems = {}, []
     for symbol, owner_pid, oldest in rows:
@@ -223,7 +284,7 @@ def check_celery() -> dict:
 
 def readiness_checks() -> dict[str, Callable[[], dict | None]]:
     checks: dict[str, Callable[[], dict | None]] = {
-        "postgres": check_postgres_bounded,
+        "postgres": check_postgres,
         "redis": check_redis,
         "matchers": check_matchers_owned,
     }

@@ -1,4 +1,7 @@
-"""/healthz reports each dependency and answers 503 when one is down."""
+"""/healthz reports each dependency and answers 503 when one is down, or does not
+answer within the timeout."""
+
+import time
 
 import pytest
 from django.db import connections
@@ -45,10 +48,36 @@ def test_healthz_is_503_when_postgres_is_unreachable(client, monkeypatch):
     assert response.json()["checks"]["redis"]["ok"] is True
 
 
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_health_answers_503_within_the_timeout_when_postgres_stalls(
+    client, settings, monkeypatch, stalled_port, within, path
+):
+    settings.HEALTH_CHECK_TIMEOUT_SECONDS = 0.5
+    settings.READYZ_CHECK_CELERY = False
+    default = connections["default"]
+    stalled = default.__class__(
+        {**default.settings_dict, "HOST": "127.0.0.1", "PORT": stalled_port, "OPTIONS": {}},
+        alias="stalled",
+    )
+    monkeypatch.setattr(health, "connection", stalled)
+    started = time.monotonic()
+    response = within(5, lambda: client.get(path))
+    assert response is not None, f"{path} did not answer while PostgreSQL stalls"
+    # Each of the two PostgreSQL checks waits out the timeout, and no longer.
+    assert time.monotonic() - started < 2
+    assert response.status_code == 503
+    checks = response.json()["checks"]
+    assert checks["postgres"]["ok"] is False
+    assert checks["postgres"]["error"] == "PostgreSQL did not answer within 0.5s"
+    assert checks["matchers"]["error"] == "PostgreSQL did not answer within 0.5s"
+    assert checks["redis"]["ok"] is True
+
+
 def test_healthz_only_answers_get(client):
     assert client.post("/healthz").status_code == 405
 
 
+@pytest.mark.django_db(transaction=True)  # the check reads on a connection of its own
 def test_healthz_is_503_while_a_trading_market_has_no_live_matcher(client, market):
     import redis as redis_lib
     from django.conf import settings

@@ -76,7 +76,7 @@ def test_readyz_is_ready_with_a_live_matcher_and_a_celery_worker(
     assert response.json()["checks"]["matchers"]["error"] == f"{market.symbol} has no matcher"
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the check reads on a connection of its own
 def test_readyz_is_503_naming_a_trading_market_without_a_matcher(client, settings, market):
     settings.READYZ_CHECK_CELERY = False
     response = client.get("/readyz")
@@ -91,7 +91,7 @@ def test_readyz_is_503_naming_a_trading_market_without_a_matcher(client, setting
     assert body["checks"]["redis"]["ok"] is True
 
 
-@pytest.mark.django_db
+@pytest.mark.django_db(transaction=True)  # the check reads on a connection of its own
 def test_readyz_is_503_when_an_owned_market_leaves_a_command_pending(
     client, settings, market, buyer
 ):
