@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Iterable, Iterator
 
+import redis
 from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
@@ -147,6 +148,28 @@ def ledger_check_record(*, problems: int, at: float | None = None) -> None:
         log.warning("could not record the ledger check's result", exc_info=True)
 
 
+# Prometheus gives up on a scrape after 10 s by default, and with it every metric of the
+# process: a Redis that hangs may cost the scrape's two reads a short timeout each.
+SCRAPE_REDIS_TIMEOUT_SECONDS = 1.0
+_scrape_clients: dict[str, redis.Redis] = {}
+
+
+def _scrape_redis() -> redis.Redis:
+    """The scrape's Redis client: short timeouts and no retries."""
+    from django.conf import settings
+
+    url = settings.REDIS_URL
+    client = _scrape_clients.get(url)
+    if client is None:
+        client = _scrape_clients[url] = redis.Redis.from_url(
+            url,
+            socket_timeout=SCRAPE_REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=SCRAPE_REDIS_TIMEOUT_SECONDS,
+            retry=None,
+        )
+    return client
+
+
 class ScrapeCollector(Collector):
     """Values read from Redis when Prometheus scrapes the web process: the broker's queue
     lengths and the last ledger check. A value that cannot be read is left out (and
@@ -159,12 +182,10 @@ class ScrapeCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily]:
         from django.conf import settings
 
-        from dex.redis import redis_client
-
         errors = GaugeMetricFamily(
             "dex_scrape_error", "1 when the source could not be read.", labels=["source"]
         )
-        client = redis_client()
+        client = _scrape_redis()
         queues = GaugeMetricFamily(
             "dex_celery_queue_length",
             "Messages waiting in the Celery broker queue.",

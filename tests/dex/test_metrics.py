@@ -3,6 +3,7 @@ and refused, rate-limit refusals, WebSocket connections and sends), what it read
 scrape time (broker queues, the last ledger check), what a live matcher serves on its
 own port (batches, latency, trades, book depth), and the staff page's summary of them."""
 
+import time
 import urllib.request
 import uuid
 from collections import defaultdict
@@ -251,6 +252,26 @@ def test_a_scrape_without_redis_reports_the_error_and_still_answers(client, sett
     assert exposed[("dex_scrape_error", (("source", "celery_queues"),))] == 1
     assert exposed[("dex_scrape_error", (("source", "ledger_check"),))] == 1
     assert not any(name == "dex_celery_queue_length" for name, _ in exposed)
+
+
+@pytest.mark.django_db
+def test_a_scrape_answers_in_time_while_redis_stalls(
+    client, settings, monkeypatch, stalled_port, within
+):
+    # Prometheus drops a scrape that takes over 10 s, and with it every metric.
+    from dex import redis as dex_redis
+
+    settings.REDIS_URL = f"redis://127.0.0.1:{stalled_port}/0"
+    monkeypatch.setattr(dex_redis, "_client", None)
+    started = time.monotonic()
+    response = within(5, lambda: client.get("/metrics"))
+    assert response is not None, "GET /metrics did not answer while Redis stalls"
+    assert time.monotonic() - started < 3
+    assert response.status_code == 200
+    exposed = parse(response.content.decode())
+    assert exposed[("dex_scrape_error", (("source", "celery_queues"),))] == 1
+    assert exposed[("dex_scrape_error", (("source", "ledger_check"),))] == 1
+    assert ("dex_ws_connections", ()) in exposed
 
 
 @pytest.mark.django_db
