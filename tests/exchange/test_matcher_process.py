@@ -47,7 +47,7 @@ from portfolio.models import (
 )
 from portfolio.reconciliation import ledger_check
 from tests.factories import AccountFactory, place_order
-from tests.live import wait_for
+from tests.live import REPO, wait_for
 from tests.portfolio import sim
 
 D = Decimal
@@ -163,6 +163,22 @@ def test_orders_placed_through_the_services_trade_in_the_matcher_process(
         [],
     )
     call_command("verify_books", "--market", market.symbol)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_matcher_refuses_to_start_for_a_market_that_does_not_exist(market, matchers):
+    # Started anyway, it would run forever and the misspelt market would have no matcher.
+    finished = subprocess.run(
+        [*matchers.command, "--market", market.symbol, "--market", "ETH-USDT"],
+        cwd=REPO,
+        env=matchers.env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert finished.returncode != 0
+    assert "no such market: ETH-USDT" in finished.stderr
+    assert market.symbol not in finished.stderr
 
 
 def _order_flow(market, traders, stop: threading.Event, seed: int, placed: list) -> None:

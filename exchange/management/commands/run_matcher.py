@@ -2,9 +2,10 @@
 
 import signal
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from exchange.matcher.runner import Runner
+from exchange.models import Market
 
 
 class Command(BaseCommand):
@@ -16,6 +17,12 @@ class Command(BaseCommand):
         parser.add_argument("--batch-limit", type=int, default=500)
 
     def handle(self, *args, markets, poll_interval, batch_limit, **options) -> None:
+        if markets:
+            # A misspelt symbol would leave its market without a matcher, silently.
+            known = set(Market.objects.filter(symbol__in=markets).values_list("symbol", flat=True))
+            missing = sorted(set(markets) - known)
+            if missing:
+                raise CommandError(f"no such market: {', '.join(missing)}")
         runner = Runner(markets, poll_interval=poll_interval, batch_limit=batch_limit)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: runner.stop.set())
