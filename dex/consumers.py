@@ -2,7 +2,8 @@
 
 ``/ws/system/`` answers ``{"type": "ping"}`` with ``{"type": "pong", "server_time": …}``
 so a client can check its connection and measure round-trip time and clock skew
-before it subscribes to anything. Any other message closes the socket with 4400.
+before it subscribes to anything. Any other message — binary frames included — closes the
+socket with 4400.
 """
 
 from datetime import UTC, datetime
@@ -16,6 +17,12 @@ class SystemConsumer(AsyncJsonWebsocketConsumer):
     async def connect(self) -> None:
         await self.accept()
 
+    async def receive(self, text_data=None, bytes_data=None, **kwargs) -> None:
+        if text_data is None:  # a binary frame, which the JSON consumer would raise on
+            await self._refuse()
+            return
+        await super().receive(text_data=text_data, **kwargs)
+
     async def receive_json(self, content, **kwargs) -> None:
         if isinstance(content, dict) and content.get("type") == "ping":
             await self.send_json(
@@ -26,6 +33,9 @@ class SystemConsumer(AsyncJsonWebsocketConsumer):
                 }
             )
             return
+        await self._refuse()
+
+    async def _refuse(self) -> None:
         await self.send_json({"type": "error", "code": "UNKNOWN_MESSAGE"})
         await self.close(code=CLOSE_BAD_MESSAGE)
 

@@ -46,12 +46,20 @@ def test_system_socket_answers_ping_with_pong():
     assert reply["server_time"].endswith("+00:00")
 
 
-@pytest.mark.parametrize("message", ['{"type": "subscribe"}', "not json", "[1, 2]"])
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"text_data": '{"type": "subscribe"}'},
+        {"text_data": "not json"},
+        {"text_data": "[1, 2]"},
+        {"bytes_data": b"\x00ping"},
+    ],
+)
 def test_system_socket_closes_on_a_message_it_does_not_know(message):
     async def run():
         communicator, connected, _ = await _ws("/ws/system/")
         assert connected
-        await communicator.send_to(text_data=message)
+        await communicator.send_to(**message)
         error = await communicator.receive_json_from()
         closed = await communicator.receive_output()
         # A server-side close is answered with websocket.disconnect, as a server would,
