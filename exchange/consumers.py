@@ -40,6 +40,7 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from decimal import Decimal
 from types import SimpleNamespace
 
 from asgiref.sync import sync_to_async
@@ -58,7 +59,7 @@ from dex.api.rls import rls_scope
 from dex.metrics import WS_CONNECTIONS, WS_SEND_LATENCY, WS_SEND_SAMPLE_EVERY
 from dex.redis import redis_client
 from exchange import streams_hub
-from exchange.matcher.publish import book_key
+from exchange.matcher.publish import book_key, decimal_plain
 from exchange.models import Account, ApiKeyScope, Market, OrderCommand, Side, WebSocketConnection
 from exchange.notify import api_key_group, session_group
 from exchange.selectors import candle_list, database_levels, ticker_24h
@@ -161,8 +162,8 @@ def _public(name: str) -> bool:
     return name.startswith(("book.", "trades."))
 
 
-def _text(value) -> str | None:
-    return None if value is None else str(value)
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else decimal_plain(value)
 
 
 def ticker_message(market: MarketRef) -> dict:
@@ -198,12 +199,12 @@ def candle_message(market: MarketRef, interval: str) -> dict | None:
         "interval": interval,
         "open_time": c.open_time.isoformat(),
         "close_time": c.close_time.isoformat(),
-        "open": str(c.open),
-        "high": str(c.high),
-        "low": str(c.low),
-        "close": str(c.close),
-        "volume": str(c.volume),
-        "quote_volume": str(c.quote_volume),
+        "open": decimal_plain(c.open),
+        "high": decimal_plain(c.high),
+        "low": decimal_plain(c.low),
+        "close": decimal_plain(c.close),
+        "volume": decimal_plain(c.volume),
+        "quote_volume": decimal_plain(c.quote_volume),
         "trade_count": c.trade_count,
     }
 
@@ -213,9 +214,9 @@ def balances_message(account: Account) -> dict:
         rows = [
             {
                 "asset": b.asset.symbol,
-                "available": str(b.available),
-                "held": str(b.held),
-                "total": str(b.total),
+                "available": decimal_plain(b.available),
+                "held": decimal_plain(b.held),
+                "total": decimal_plain(b.total),
             }
             for b in balance_list(account=account)
         ]

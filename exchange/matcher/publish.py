@@ -89,8 +89,18 @@ def order_view(order: Order) -> dict:
     }
 
 
+def decimal_plain(value: Decimal) -> str:
+    """``value`` in fixed-point form, as the REST API writes it: every Decimal a
+    WebSocket message carries goes through here. str() alone writes a NUMERIC zero as
+    "0E-8" and a price below 0.000001 as "5.0E-7"; it is tried first because it is the
+    plain form for nearly every value at half format()'s cost, and the matcher formats
+    every level of its book after each batch."""
+    text = str(value)
+    return format(value, "f") if "E" in text else text
+
+
 def _s(value: Decimal | None) -> str | None:
-    return None if value is None else str(value)
+    return None if value is None else decimal_plain(value)
 
 
 def snapshot(matcher: MarketMatcher) -> dict:
@@ -99,8 +109,14 @@ def snapshot(matcher: MarketMatcher) -> dict:
     return {
         "symbol": matcher.market.symbol,
         "sequence": matcher.sequence,
-        "bids": [[str(units.ticks_to_price(p)), str(units.lots_to_qty(q))] for p, q in bids],
-        "asks": [[str(units.ticks_to_price(p)), str(units.lots_to_qty(q))] for p, q in asks],
+        "bids": [
+            [decimal_plain(units.ticks_to_price(p)), decimal_plain(units.lots_to_qty(q))]
+            for p, q in bids
+        ],
+        "asks": [
+            [decimal_plain(units.ticks_to_price(p)), decimal_plain(units.lots_to_qty(q))]
+            for p, q in asks
+        ],
     }
 
 
@@ -128,7 +144,7 @@ class Outbox:
 def _level_size(quantity) -> str:
     """A level's new size; a removed level's is exactly "0" (not "0E-8"), as clients
     are told to test for."""
-    return "0" if not quantity else str(quantity)
+    return "0" if not quantity else decimal_plain(quantity)
 
 
 def publish(matcher: MarketMatcher, result: BatchResult) -> None:
@@ -148,8 +164,12 @@ def outbox_build(matcher: MarketMatcher, result: BatchResult) -> Outbox:
                 "symbol": symbol,
                 "first_sequence": result.first_sequence,
                 "sequence": result.sequence,
-                "bids": [[str(p), _level_size(q)] for (side, p), q in levels if side == "bids"],
-                "asks": [[str(p), _level_size(q)] for (side, p), q in levels if side == "asks"],
+                "bids": [
+                    [decimal_plain(p), _level_size(q)] for (side, p), q in levels if side == "bids"
+                ],
+                "asks": [
+                    [decimal_plain(p), _level_size(q)] for (side, p), q in levels if side == "asks"
+                ],
             }
         )
     ]
@@ -158,8 +178,8 @@ def outbox_build(matcher: MarketMatcher, result: BatchResult) -> Outbox:
             {
                 "id": t.pk,
                 "sequence": t.sequence,
-                "price": str(t.price),
-                "quantity": str(t.quantity),
+                "price": decimal_plain(t.price),
+                "quantity": decimal_plain(t.quantity),
                 "side": t.aggressor_side,
                 "time": t.executed_at.isoformat(),
             }

@@ -3,16 +3,21 @@ type, book sync and gap recovery, auth failures, limits, heartbeats, cancel-on-d
 private-stream isolation and the monitoring rows."""
 
 import asyncio
+import json
+import re
 import time
+from datetime import timedelta
 from decimal import Decimal
 
 import pytest
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
+from django.utils import timezone
+from rest_framework.test import APIClient
 
 from exchange import consumers
 from exchange.matcher.market import MarketMatcher
-from exchange.matcher.publish import book_key, publish, snapshot
+from exchange.matcher.publish import book_key, decimal_plain, outbox_build, publish, snapshot
 from exchange.models import CommandKind, OrderCommand, WebSocketConnection
 from exchange.services.sessions import api_key_revoke
 from tests.exchange.ws.conftest import (
@@ -26,7 +31,9 @@ from tests.exchange.ws.conftest import (
     request,
     session_token,
 )
-from tests.factories import place_order
+from tests.factories import AccountFactory, AssetFactory, MarketFactory, place_order
+from tests.portfolio import sim
+from tests.trades import trade_at
 
 pytestmark = pytest.mark.django_db(transaction=True)
 D = Decimal
@@ -729,3 +736,111 @@ def test_a_removed_level_is_published_with_size_exactly_zero():
     assert _level_size(Decimal("0E-8")) == "0"
     assert _level_size(Decimal("0")) == "0"
     assert _level_size(Decimal("1.50000000")) == "1.50000000"
+
+
+# --- decimal strings -------------------------------------------------------------------
+
+EXPONENT = re.compile(r"\d[eE][-+]?\d")  # "0E-8", "5.0E-7"
+
+
+@pytest.fixture
+def tiny_market(db):
+    """A token worth a fraction of a millionth of its quote: tick 1e-8, lot 1."""
+    return MarketFactory(
+        base=AssetFactory(symbol="SHIB"),
+        quote=AssetFactory(symbol="WETH"),
+        tick_size=D("0.00000001"),
+        lot_size=D("1"),
+        min_quantity=D("1"),
+        min_notional=D("0"),
+    )
+
+
+def _rest(path: str) -> dict | list:
+    return APIClient().get(f"/api/v1/markets/{path}").json()
+
+
+@pytest.mark.parametrize(
+    ("market_fixture", "trades"),
+    [
+        # No trade in the window: zero volumes, which PostgreSQL returns as 0E-8.
+        ("market", [("100", "1", timedelta(hours=30))]),
+        # Prices below 0.000001, unchanged over the window: a zero change.
+        (
+            "tiny_market",
+            [
+                ("0.00000050", "1000", timedelta(hours=2)),
+                ("0.00000050", "3000", timedelta(seconds=1)),
+            ],
+        ),
+    ],
+)
+def test_the_ticker_message_writes_decimals_as_the_rest_ticker_does(
+    request, market_fixture, trades
+):
+    market = request.getfixturevalue(market_fixture)
+    now = timezone.now()
+    for price, quantity, ago in trades:
+        trade_at(market, price, quantity, now - ago)
+
+    message = consumers.ticker_message(consumers.MarketRef(market.pk, market.symbol))
+    rest = _rest(f"{market.symbol}/ticker/")
+
+    fields = ("last_price", "open", "high", "low", "change", "change_percent", "volume")
+    assert {f: message[f] for f in (*fields, "quote_volume")} == {
+        f: rest[f] for f in (*fields, "quote_volume")
+    }
+    assert not EXPONENT.search(json.dumps(message)), message
+
+
+def test_the_candle_message_writes_sub_micro_prices_as_the_rest_candles_do(tiny_market):
+    trade_at(tiny_market, "0.00000050", "1000", timezone.now())
+
+    message = consumers.candle_message(
+        consumers.MarketRef(tiny_market.pk, tiny_market.symbol), "1m"
+    )
+    rest = _rest(f"{tiny_market.symbol}/candles/?interval=1m")[-1]
+
+    fields = ("open", "high", "low", "close", "volume", "quote_volume")
+    assert {f: message[f] for f in fields} == {f: rest[f] for f in fields}
+    assert message["open"] == "0.00000050"
+
+
+def test_the_matcher_publishes_sub_micro_prices_and_zero_amounts_in_plain_form(tiny_market):
+    """Book snapshot, book.delta, trades, account.orders and account.balances of a market
+    whose prices are below 0.000001 (where str() of a Decimal turns to exponent form)."""
+    seller, buyer = AccountFactory(kyc_tier=1), AccountFactory(kyc_tier=1)
+    sim.deposit(seller, tiny_market.base, "10000")
+    sim.deposit(buyer, tiny_market.quote, "1")
+    place_order(seller, tiny_market, "SELL", "1000", "0.00000050")
+    place_order(buyer, tiny_market, "BUY", "400", "0.00000050")
+    place_order(buyer, tiny_market, "BUY", "100", "0.00000049")
+    matcher = MarketMatcher(tiny_market)
+
+    outbox = outbox_build(matcher, matcher.run_batch())
+    balances = consumers.balances_message(seller)  # nothing held in WETH: a zero
+
+    messages = {m["type"]: m for m in map(json.loads, outbox.public)}
+    book = json.loads(outbox.snapshot)
+    orders = [o for _, m in outbox.messages for o in m["orders"]]
+    assert [p for p, _ in book["asks"]] == [p for p, _ in messages["book.delta"]["asks"]]
+    assert [p for p, _ in book["asks"]] == ["0.00000050"]
+    assert [p for p, _ in book["bids"]] == ["0.00000049"]
+    assert [t["price"] for t in messages["trades"]["trades"]] == ["0.00000050"]
+    assert {o["price"] for o in orders} == {"0.00000050", "0.00000049"}
+    for text in (*outbox.public, outbox.snapshot, json.dumps(orders), json.dumps(balances)):
+        assert not EXPONENT.search(text), text
+
+
+@pytest.mark.parametrize(
+    ("value", "text"),
+    [
+        (D("0E-8"), "0.00000000"),
+        (50 * D("0.00000001"), "0.00000050"),
+        (D("123.45000000"), "123.45000000"),
+        (D("1E+2"), "100"),
+        (D("-0.00000001"), "-0.00000001"),
+    ],
+)
+def test_websocket_decimals_are_written_in_fixed_point_form(value, text):
+    assert decimal_plain(value) == text == format(value, "f")
