@@ -25,6 +25,7 @@ from exchange.models import (
     Candle,
     CommandKind,
     Market,
+    MarketStatus,
     Order,
     OrderArchive,
     OrderBookSnapshot,
@@ -327,6 +328,44 @@ def test_the_scheduled_roll_covers_every_interval_of_every_trading_market(candle
     tasks.candles_roll_all.apply().get()
     for interval in EXPECTED:
         assert candles(candle_trades, interval) == expected(interval)
+
+
+def test_the_scheduled_roll_finishes_the_candles_of_a_market_closed_since_its_last_roll(mkt, eager):
+    now = timezone.now().replace(second=10, microsecond=0)
+    trade_at(mkt, "100", "1", now)
+    tasks.candles_roll_all.apply().get()
+    trade_at(mkt, "105", "2", now + timedelta(seconds=20))  # same buckets, then closed
+    Market.objects.filter(pk=mkt.pk).update(status=MarketStatus.CLOSED)
+
+    assert tasks.candles_roll_all.apply().get() == 1
+
+    for interval in EXPECTED:
+        candle = Candle.objects.get(market=mkt, interval=interval)
+        assert (candle.trade_count, candle.close, candle.volume, candle.last_sequence) == (
+            2,
+            D(105),
+            D(3),
+            2,
+        )
+    # Its candles now hold its last trade: later runs leave it alone.
+    assert tasks.candles_roll_all.apply().get() == 0
+
+
+def test_a_closed_market_is_rolled_again_only_while_an_interval_lacks_its_last_trade(
+    candle_trades, eager
+):
+    never_traded = MarketFactory(status=MarketStatus.CLOSED)
+    tasks.candles_roll_all.apply().get()
+    Market.objects.filter(pk=candle_trades.pk).update(status=MarketStatus.CLOSED)
+    assert tasks.candles_roll_all.apply().get() == 0
+
+    Candle.objects.filter(market=candle_trades, interval="1h", last_sequence=7).delete()
+
+    assert tasks.candles_roll_all.apply().get() == 1
+    for interval in EXPECTED:
+        assert candles(candle_trades, interval) == expected(interval)
+    assert not Candle.objects.filter(market=never_traded).exists()
+    assert tasks.candles_roll_all.apply().get() == 0
 
 
 def test_candle_rows_are_checked_by_postgresql(candle_trades):
