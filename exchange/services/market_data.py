@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db import connection, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Max, Min
 from django.utils import timezone
 
@@ -77,8 +77,15 @@ def orderbook_snapshot_take(*, market: Market, taken_at: datetime, levels: int) 
         trade_count_24h=ticker.trade_count,
         taken_at=taken_at,
     )
-    # A concurrent run of the same period (a redelivered message) loses quietly.
-    OrderBookSnapshot.objects.bulk_create([snapshot], ignore_conflicts=True)
+    try:
+        with transaction.atomic():
+            snapshot.save(force_insert=True)
+    except IntegrityError as exc:
+        # A concurrent run of the same period (a redelivered message) wrote it first.
+        diag = getattr(exc.__cause__, "diag", None)
+        if getattr(diag, "constraint_name", None) != "obsnapshot_unique_period":
+            raise
+        return False
     return True
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -189,6 +190,35 @@ def test_a_snapshot_whose_first_attempt_loses_its_connection_retries_and_writes_
     assert result.get() is True
     assert len(calls) == 2
     assert OrderBookSnapshot.objects.filter(market=mkt).count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_run_whose_period_is_written_meanwhile_by_another_writes_nothing_and_says_so(
+    mkt, monkeypatch
+):
+    publish_book(mkt, 5, [["10", "1"]], [["11", "1"]])
+    taken_at = market_data.period_start(timezone.now(), 60)
+    real = market_data.depth_get
+
+    def other_run() -> None:
+        try:
+            OrderBookSnapshot.objects.create(market=mkt, sequence=4, taken_at=taken_at)
+        finally:
+            connection.close()
+
+    def depth_get(**kwargs):
+        # The other run commits its row after this one found the period empty.
+        thread = threading.Thread(target=other_run)
+        thread.start()
+        thread.join()
+        return real(**kwargs)
+
+    monkeypatch.setattr(market_data, "depth_get", depth_get)
+
+    result = tasks.orderbook_snapshot_take.apply(args=(mkt.pk, taken_at.isoformat()))
+
+    assert result.get() is False
+    assert list(OrderBookSnapshot.objects.filter(market=mkt).values_list("sequence")) == [(4,)]
 
 
 def test_the_scheduled_task_snapshots_every_trading_market_for_the_current_period(
