@@ -35,6 +35,7 @@ from exchange.models import (
     OrderArchive,
     OrderCommand,
     OrderStatus,
+    OrderType,
     SelfTradePrevention,
     Side,
     TimeInForce,
@@ -147,8 +148,9 @@ def order_request_validate(*, market: Market, request: OrderRequest) -> str:
         raise _reject("MISSING_STOP_PRICE", f"a {request.type} order needs a stop price")
     if request.type not in STOP_TYPES and request.stop_price is not None:
         raise _reject("STOP_PRICE_NOT_ALLOWED", f"a {request.type} order takes no stop price")
-    if not is_limit and tif not in (TimeInForce.IOC, TimeInForce.FOK):
-        raise _reject("INVALID_TIME_IN_FORCE", "market orders are IOC or FOK")
+    # The engine takes market-type orders as IOC only: take what the book has, never rest.
+    if not is_limit and tif != TimeInForce.IOC:
+        raise _reject("INVALID_TIME_IN_FORCE", f"a {request.type} order is IOC, not {tif}")
     if (tif == TimeInForce.GTT) != (request.expires_at is not None):
         raise _reject(
             "MISSING_EXPIRE_TIME" if tif == TimeInForce.GTT else "EXPIRE_TIME_NOT_ALLOWED",
@@ -156,8 +158,12 @@ def order_request_validate(*, market: Market, request: OrderRequest) -> str:
         )
     if request.expires_at is not None and request.expires_at <= timezone.now():
         raise _reject("ALREADY_EXPIRED", f"expiry {request.expires_at.isoformat()} has passed")
-    if request.post_only and not (is_limit and tif in (TimeInForce.GTC, TimeInForce.GTT)):
-        raise _reject("POST_ONLY_NOT_ALLOWED", "post-only orders must be GTC or GTT limits")
+    # Only a plain limit order may be post-only: a stop or take-profit limit enters the
+    # book when it fires, and the engine does not take post-only for those.
+    if request.post_only and not (
+        request.type == OrderType.LIMIT and tif in (TimeInForce.GTC, TimeInForce.GTT)
+    ):
+        raise _reject("POST_ONLY_NOT_ALLOWED", "post-only orders must be GTC or GTT LIMIT orders")
     _check_magnitude(request)
 
     if request.quote_quantity is not None:
@@ -493,8 +499,16 @@ def order_amend(
     it. ``signed``: the nonce and signature of a trader's signed amend, journalled with
     it (see ``order_amend_signed``, the way traders amend)."""
     locked = _live_order(account, order)
-    if locked.type not in LIMIT_TYPES or locked.status == OrderStatus.PENDING:
-        raise _reject("NOT_AMENDABLE", "only a resting limit order can be amended")
+    # Only an order on the book: the engine refuses an amend of a stop that has not
+    # fired (cancel it and place another), and one not yet accepted is not there yet.
+    if locked.type not in LIMIT_TYPES or locked.status in (
+        OrderStatus.PENDING,
+        OrderStatus.UNTRIGGERED,
+    ):
+        raise _reject(
+            "NOT_AMENDABLE",
+            f"only a limit order resting on the book can be amended (this one is {locked.status})",
+        )
     if price is None and quantity is None:
         raise _reject("NOTHING_TO_AMEND", "give a new price or quantity")
     market = locked.market

@@ -116,6 +116,39 @@ def test_an_order_the_trader_cannot_fund_writes_nothing(market, buyer, nothing_w
             {"type": "MARKET", "price": None, "time_in_force": "GTC", "protection_price": D("120")},
             "INVALID_TIME_IN_FORCE",
         ),
+        # Market types take what the book has, IOC; fill-or-kill is for limits.
+        (
+            {"type": "MARKET", "price": None, "time_in_force": "FOK", "protection_price": D("120")},
+            "INVALID_TIME_IN_FORCE",
+        ),
+        (
+            {
+                "type": "MARKET",
+                "price": None,
+                "quantity": None,
+                "quote_quantity": D("150"),
+                "time_in_force": "FOK",
+            },
+            "INVALID_TIME_IN_FORCE",
+        ),
+        (
+            {
+                "side": "SELL",
+                "type": "STOP_MARKET",
+                "price": None,
+                "stop_price": D("90"),
+                "time_in_force": "FOK",
+            },
+            "INVALID_TIME_IN_FORCE",
+        ),
+        (
+            {"type": "STOP_LIMIT", "stop_price": D("101"), "post_only": True},
+            "POST_ONLY_NOT_ALLOWED",
+        ),
+        (
+            {"type": "TAKE_PROFIT_LIMIT", "stop_price": D("99"), "post_only": True},
+            "POST_ONLY_NOT_ALLOWED",
+        ),
         ({"self_trade_prevention": "ALLOW"}, "INVALID_STP_MODE"),
     ],
 )
@@ -229,6 +262,18 @@ def test_an_amended_order_passes_every_check_a_new_one_would(market, buyer, chan
         order_amend(account=buyer, order=order, **change)
     assert refused.value.code == code
     assert OrderCommand.objects.count() == before
+
+
+@pytest.mark.django_db
+def test_a_stop_that_has_not_fired_cannot_be_amended(market, buyer):
+    order = place_order(buyer, market, "BUY", "1", "99", type="STOP_LIMIT", stop_price=D("101"))
+    MarketMatcher(market).run_batch()
+    order.refresh_from_db()
+    assert order.status == OrderStatus.UNTRIGGERED
+    with pytest.raises(OrderRejected) as refused:
+        order_amend(account=buyer, order=order, price=D("98"))
+    assert refused.value.code == "NOT_AMENDABLE"
+    assert not OrderCommand.objects.filter(kind=CommandKind.AMEND).exists()
 
 
 @pytest.mark.django_db

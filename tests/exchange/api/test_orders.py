@@ -194,6 +194,11 @@ def test_an_order_beyond_the_balance_is_refused_and_holds_nothing(api, alice, ma
         ({"quantity": "0.001", "price": "1"}, "BELOW_MIN_NOTIONAL"),
         ({"post_only": True, "time_in_force": "IOC"}, "POST_ONLY_NOT_ALLOWED"),
         ({"type": "STOP_LIMIT"}, "MISSING_STOP_PRICE"),
+        (
+            {"side": "SELL", "type": "MARKET", "price": None, "time_in_force": "FOK"},
+            "INVALID_TIME_IN_FORCE",
+        ),
+        ({"type": "STOP_LIMIT", "stop_price": "101", "post_only": True}, "POST_ONLY_NOT_ALLOWED"),
     ],
 )
 def test_orders_breaking_the_market_rules_are_refused(api, alice, market, fields, code):
@@ -477,6 +482,15 @@ def test_amend_changes_a_resting_order(api, alice, market):
         "nonce": amend["nonce"],
         "signature": amend["signature"],
     }
+
+
+def test_a_stop_that_has_not_fired_is_not_amendable(api, alice, market):
+    order = post(api, alice.order(market, type="STOP_LIMIT", price="99", stop_price="101")).json()
+    MarketMatcher(market).run_batch()
+    assert api.get(f"{ORDERS}{order['id']}/").json()["status"] == "UNTRIGGERED"
+    response = post(api, signed_amend(alice, order, price="98"), f"{ORDERS}{order['id']}/amend/")
+    assert_error(response, 409, "NOT_AMENDABLE")
+    assert not OrderCommand.objects.filter(kind=CommandKind.AMEND).exists()
 
 
 UNSIGNED = {"nonce": "1", "signature": "0x" + "1b" * 65}
