@@ -10,13 +10,15 @@ put an order or a trade into a state the platform does not allow.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pgtrigger
 from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import BrinIndex
 from django.db import models
 from django.db.models import F, Q
 from django.db.models.fields.json import KeyTextTransform
-from django.db.models.functions import Length, Now
+from django.db.models.functions import Abs, Length, Now
 
 from dex.db import (
     ADDRESS_REGEX,
@@ -451,6 +453,23 @@ def status_machine(*, field: str, transitions: list[tuple[str, str]]) -> pgtrigg
     )
 
 
+def finished_read_only(*statuses: str, noun: str) -> pgtrigger.Trigger:
+    """A row in one of ``statuses`` is history: no UPDATE touches it again. The rule is
+    on the old row's status alone, so the rows a writer moves while they are live cost
+    one comparison and never run the function."""
+    finished = ", ".join(f"'{status}'" for status in statuses)
+    return pgtrigger.Trigger(
+        name="finished_read_only",
+        when=pgtrigger.Before,
+        operation=pgtrigger.Update,
+        condition=pgtrigger.Condition(f'OLD."status" IN ({finished})'),
+        func=(
+            f"RAISE EXCEPTION 'pgtrigger: Cannot update {noun} %: it is %, and read-only',"
+            " OLD.id, OLD.status; RETURN NULL;"
+        ),
+    )
+
+
 def updated_at_stamp() -> pgtrigger.Trigger:
     """``dex.db.updated_at_trigger``, skipped when the UPDATE already wrote ``now()``
     there itself (as the matcher and the posting trigger do): the column ends up the
@@ -712,8 +731,17 @@ class Order(FastLoad, models.Model):
                 ),
                 name="order_remaining_is_quantity_minus_filled",
             ),
+            # The average price is filled_quote / filled to 8 places: the matcher rounds
+            # half to even, which PostgreSQL's round() does not do, so the check is that
+            # it lies within one unit of the 8th place (exact: no division).
             models.CheckConstraint(
-                condition=Q(filled__gt=0, filled_quote__gt=0, average_price__gt=0)
+                condition=(
+                    Q(filled__gt=0, filled_quote__gt=0, average_price__gt=0)
+                    & models.lookups.LessThan(
+                        Abs(F("average_price") * F("filled") - F("filled_quote")),
+                        F("filled") * Decimal("0.00000001"),
+                    )
+                )
                 | Q(filled=0, filled_quote=0, average_price__isnull=True),
                 name="order_fill_totals_consistent",
             ),
@@ -733,12 +761,16 @@ class Order(FastLoad, models.Model):
                 | (~Q(type__in=STOP_TYPES) & Q(stop_price__isnull=True)),
                 name="order_stop_price_iff_stop_type",
             ),
+            # Market types are IOC: they take what the book has and never rest. Orders
+            # finished before this held (market types were once accepted FOK) keep what
+            # they were: finished, they never change.
             models.CheckConstraint(
                 condition=Q(type__in=LIMIT_TYPES)
                 | (
-                    Q(time_in_force__in=[TimeInForce.IOC, TimeInForce.FOK])
+                    Q(time_in_force=TimeInForce.IOC)
                     & ~Q(status__in=[OrderStatus.OPEN, OrderStatus.PARTIALLY_FILLED])
-                ),
+                )
+                | Q(time_in_force=TimeInForce.FOK, status__in=TERMINAL_STATUSES),
                 name="order_market_types_do_not_rest",
             ),
             models.CheckConstraint(
@@ -755,8 +787,12 @@ class Order(FastLoad, models.Model):
                 ),
                 name="order_protection_price_for_market_buys",
             ),
+            # A maker pays at most what a taker pays, as the market's and the fee tier's
+            # rates do: a resting buy holds for its fee at the taker rate. Orders finished
+            # before markets kept that rule keep the rates they had.
             models.CheckConstraint(
-                condition=Q(taker_fee_rate__gte=0, maker_fee_rate__gte=-F("taker_fee_rate")),
+                condition=Q(taker_fee_rate__gte=0, maker_fee_rate__gte=-F("taker_fee_rate"))
+                & (Q(maker_fee_rate__lte=F("taker_fee_rate")) | Q(status__in=TERMINAL_STATUSES)),
                 name="order_fee_rates",
             ),
             models.CheckConstraint(
@@ -764,9 +800,17 @@ class Order(FastLoad, models.Model):
                 | (~Q(time_in_force=TimeInForce.GTT) & Q(expires_at__isnull=True)),
                 name="order_expiry_iff_gtt",
             ),
+            # Post-only is for plain limit orders that may rest. Stop and take-profit
+            # limits accepted post-only before this held were rejected by the matcher,
+            # and stay as they finished.
             models.CheckConstraint(
                 condition=Q(post_only=False)
-                | Q(type__in=LIMIT_TYPES, time_in_force__in=[TimeInForce.GTC, TimeInForce.GTT]),
+                | Q(type=OrderType.LIMIT, time_in_force__in=[TimeInForce.GTC, TimeInForce.GTT])
+                | Q(
+                    type__in=LIMIT_TYPES,
+                    time_in_force__in=[TimeInForce.GTC, TimeInForce.GTT],
+                    status__in=TERMINAL_STATUSES,
+                ),
                 name="order_post_only_rests",
             ),
             models.CheckConstraint(
@@ -857,6 +901,9 @@ class Order(FastLoad, models.Model):
             updated_at_stamp(),
             status_machine(field="status", transitions=ORDER_STATUS_TRANSITIONS),
             created_as_trigger("PENDING", "orders"),
+            # A finished order is history: its terms, fills and time priority stay as
+            # they ended (archiving moves it whole, by DELETE).
+            finished_read_only(*TERMINAL_STATUSES, noun="order"),
             # What order_references_check and the trade and ledger triggers keep on
             # inserts, kept on a TRUNCATE: history may only name an order kept here or
             # in the archive.
@@ -1105,6 +1152,9 @@ class OrderCommand(FastLoad, models.Model):
                 name="command_read_only",
                 exclude=["status", "sequence", "result", "processed_at"],
             ),
+            # The matcher marks a command done once, with its place in the journal (time
+            # priority) and its result; from then on it is history.
+            finished_read_only(CommandStatus.DONE, noun="command"),
             pgtrigger.Protect(name="protect_delete", operation=pgtrigger.Delete),
             order_references_check("order_id"),
         ]

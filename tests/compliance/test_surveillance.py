@@ -333,7 +333,9 @@ def test_a_burst_across_the_edge_of_two_windows_is_found_once(market):
         order.sequence, order.accepted_at = order.pk, timezone.now()
         order.status, order.reason, order.done_at = "CANCELLED", "USER_REQUEST", timezone.now()
         order.save()
-        with pgtrigger.ignore("exchange.Order:identity_read_only"):
+        with pgtrigger.ignore(
+            "exchange.Order:identity_read_only", "exchange.Order:finished_read_only"
+        ):
             Order.objects.filter(pk=order.pk).update(
                 created_at=placed, accepted_at=placed, done_at=placed + timedelta(seconds=0.2)
             )

@@ -40,6 +40,7 @@ from tests.sql import refused, sql
 pytestmark = pytest.mark.django_db
 
 INVALID_TRANSITION = "Invalid transition"
+FINISHED = "Cannot update (order|command) .*read-only"
 
 
 # --- reaching each status the legitimate way, with raw SQL ------------------------------
@@ -197,7 +198,7 @@ def test_price_exactly_for_limit_types_and_stop_price_exactly_for_stop_types(
         (OrderType.STOP_LIMIT, TimeInForce.GTC, Decimal(100), Decimal(90)),
         (OrderType.STOP_MARKET, TimeInForce.IOC, None, Decimal(90)),
         (OrderType.TAKE_PROFIT_LIMIT, TimeInForce.GTC, Decimal(100), Decimal(110)),
-        (OrderType.TAKE_PROFIT_MARKET, TimeInForce.FOK, None, Decimal(110)),
+        (OrderType.TAKE_PROFIT_MARKET, TimeInForce.IOC, None, Decimal(110)),
     ],
 )
 def test_every_order_type_is_accepted_with_the_prices_it_needs(
@@ -238,6 +239,38 @@ def test_market_orders_never_rest():
         OrderFactory(type=OrderType.MARKET, time_in_force=TimeInForce.GTC, price=None)
 
 
+@pytest.mark.parametrize(
+    ("order_type", "stop_price"),
+    [
+        (OrderType.MARKET, None),
+        (OrderType.STOP_MARKET, Decimal(90)),
+        (OrderType.TAKE_PROFIT_MARKET, Decimal(110)),
+    ],
+)
+def test_market_orders_are_immediate_or_cancel_never_fill_or_kill(order_type, stop_price):
+    market_sell = {"side": Side.SELL, "type": order_type, "price": None, "stop_price": stop_price}
+    with refused("order_market_types_do_not_rest"):
+        OrderFactory(**market_sell, time_in_force=TimeInForce.FOK)
+    assert OrderFactory(**market_sell, time_in_force=TimeInForce.IOC).pk
+    if order_type == OrderType.MARKET:  # and a market buy, by quantity or by quote amount
+        with refused("order_market_types_do_not_rest"):
+            OrderFactory(
+                type=order_type,
+                time_in_force=TimeInForce.FOK,
+                price=None,
+                protection_price=Decimal(120),
+            )
+        with refused("order_market_types_do_not_rest"):
+            OrderFactory(
+                type=order_type,
+                time_in_force=TimeInForce.FOK,
+                price=None,
+                quantity=None,
+                remaining=None,
+                quote_quantity=Decimal(100),
+            )
+
+
 def test_gtt_orders_and_only_they_carry_an_expiry():
     with refused("order_expiry_iff_gtt"):
         OrderFactory(time_in_force=TimeInForce.GTT, expires_at=None)
@@ -248,6 +281,12 @@ def test_gtt_orders_and_only_they_carry_an_expiry():
 def test_post_only_and_iceberg_orders_must_be_able_to_rest():
     with refused("order_post_only_rests"):
         OrderFactory(post_only=True, time_in_force=TimeInForce.IOC)
+    # Stop and take-profit limits enter the book when they fire: never post-only.
+    with refused("order_post_only_rests"):
+        OrderFactory(post_only=True, type=OrderType.STOP_LIMIT, stop_price=Decimal(90))
+    with refused("order_post_only_rests"):
+        OrderFactory(post_only=True, type=OrderType.TAKE_PROFIT_LIMIT, stop_price=Decimal(110))
+    assert OrderFactory(post_only=True).post_only
     with refused("order_iceberg_rules"):
         OrderFactory(display_quantity=Decimal("0.5"), time_in_force=TimeInForce.FOK)
     with refused("order_iceberg_rules"):
@@ -328,7 +367,7 @@ def test_a_full_lifecycle_follows_allowed_transitions():
 )
 def test_terminal_states_are_final(terminal, target):
     order = advance(OrderFactory(), terminal)
-    with refused(INVALID_TRANSITION):
+    with refused(FINISHED):
         sql("UPDATE exchange_order SET status = %s WHERE id = %s", [target, order.pk])
 
 
@@ -394,6 +433,43 @@ def test_a_rejection_says_why_and_never_took_a_place_in_the_queue():
             " done_at = now(), reason = 'POST_ONLY_WOULD_TAKE' WHERE id = %s",
             [order.pk],
         )
+
+
+@pytest.mark.parametrize("terminal", TERMINAL_STATUSES)
+def test_a_finished_orders_terms_fills_and_priority_never_change(terminal):
+    order = advance(OrderFactory(), terminal)
+    for assignment in [
+        "price = 200",
+        "quantity = 2, remaining = 2 - filled",
+        "filled_quote = filled_quote * 2, average_price = average_price * 2",
+        "sequence = coalesce(sequence, 0) + 1000000",
+        "accepted_at = now() - interval '1 day'",
+        "done_at = now() - interval '1 day'",
+        "reason = 'rewritten'",
+        "metadata = '{\"note\": 1}'",
+    ]:
+        with refused(FINISHED):
+            sql(f"UPDATE exchange_order SET {assignment} WHERE id = %s", [order.pk])
+
+
+def test_an_orders_average_price_is_its_filled_quote_over_filled():
+    order = advance(OrderFactory(), OrderStatus.OPEN)
+    fill = "status = 'PARTIALLY_FILLED', filled = %s, remaining = 1 - %s, filled_quote = %s"
+    with refused("order_fill_totals_consistent"):
+        sql(
+            f"UPDATE exchange_order SET {fill}, average_price = 7 WHERE id = %s",
+            [Decimal("0.4"), Decimal("0.4"), Decimal(40), order.pk],
+        )
+    with refused("order_fill_totals_consistent"):  # more than a unit of the 8th place off
+        sql(
+            f"UPDATE exchange_order SET {fill}, average_price = 33.33333332 WHERE id = %s",
+            [Decimal("0.3"), Decimal("0.3"), Decimal(10), order.pk],
+        )
+    # 40.00000001 / 0.4 = 100.000000025: the matcher rounds half to even.
+    sql(
+        f"UPDATE exchange_order SET {fill}, average_price = 100.00000002 WHERE id = %s",
+        [Decimal("0.4"), Decimal("0.4"), Decimal("40.00000001"), order.pk],
+    )
 
 
 # --- orders: status history written by trigger --------------------------------------
@@ -618,8 +694,24 @@ def test_commands_are_created_pending_and_marked_done_once():
         " WHERE id = %s",
         [command.pk],
     )
-    with refused(INVALID_TRANSITION):
+    with refused(FINISHED):
         OrderCommand.objects.filter(pk=command.pk).update(status=CommandStatus.PENDING)
+
+
+def test_a_done_commands_place_result_and_time_never_change():
+    command = OrderCommandFactory()
+    sql(
+        "UPDATE exchange_ordercommand SET status = 'DONE', sequence = 1, processed_at = now(),"
+        " result = '{\"events\": 1}' WHERE id = %s",
+        [command.pk],
+    )
+    for assignment in [
+        "sequence = sequence + 1000",
+        'result = \'{"rejected": "UNPROCESSABLE"}\'',
+        "processed_at = now() + interval '1 day'",
+    ]:
+        with refused(FINISHED):
+            sql(f"UPDATE exchange_ordercommand SET {assignment} WHERE id = %s", [command.pk])
 
 
 def test_a_command_is_never_rewritten_or_deleted():
@@ -689,6 +781,10 @@ def test_a_maker_never_pays_more_than_a_taker():
     from portfolio.models import FeeTier
 
     market = MarketFactory()
+    with refused("order_fee_rates"):  # the rates an order was accepted at, which it pays
+        OrderFactory(
+            market=market, maker_fee_rate=Decimal("0.0004"), taker_fee_rate=Decimal("0.0003")
+        )
     with refused("feetier_rates"):
         FeeTier.objects.create(
             name="upside down",

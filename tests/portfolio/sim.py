@@ -5,6 +5,7 @@ place an order with its hold, accept it onto the book, fill it against another
 from __future__ import annotations
 
 import itertools
+from contextlib import nullcontext
 from datetime import datetime
 from decimal import Decimal
 
@@ -94,6 +95,10 @@ def place(
 
 
 def _apply_fill(order: Order, quantity: Decimal, notional: Decimal) -> None:
+    # A market order's later fills in one sweep land on the order its first fill
+    # finished: the matcher writes a sweep once, this a fill at a time, so the rule that
+    # a finished order never changes is set aside for them.
+    swept = order.is_terminal
     order.filled += quantity
     order.filled_quote += notional
     order.average_price = (order.filled_quote / order.filled).quantize(Decimal("0.00000001"))
@@ -114,7 +119,8 @@ def _apply_fill(order: Order, quantity: Decimal, notional: Decimal) -> None:
         )
     else:
         order.status = OrderStatus.PARTIALLY_FILLED
-    order.save()
+    with pgtrigger.ignore("exchange.Order:finished_read_only") if swept else nullcontext():
+        order.save()
 
 
 @transaction.atomic
@@ -171,7 +177,8 @@ def cancel(order: Order, status: str = OrderStatus.CANCELLED) -> None:
 
 def backdate(order: Order, moment: datetime) -> Order:
     """``order`` as if it had been placed and finished at ``moment``, so that archiving
-    takes it (its placing time is read-only: the rule is set aside for this update)."""
-    with pgtrigger.ignore("exchange.Order:identity_read_only"):
+    takes it (its placing time is read-only, and so is a finished order: the rules are
+    set aside for this update)."""
+    with pgtrigger.ignore("exchange.Order:identity_read_only", "exchange.Order:finished_read_only"):
         Order.objects.filter(pk=order.pk).update(created_at=moment, done_at=moment)
     return Order.objects.get(pk=order.pk)
