@@ -1533,6 +1533,13 @@ class OrderArchive(models.Model):
         indexes = [
             models.Index(fields=["account_id", "-created_at"], name="orderarchive_account_idx"),
             models.Index(fields=["done_at"], name="orderarchive_done_idx"),
+            # A rebuilt book numbers new orders after every order of its market, the
+            # archived ones included (MarketMatcher.rebuild).
+            models.Index(
+                fields=["market_id", "-sequence"],
+                condition=Q(sequence__isnull=False),
+                name="orderarchive_market_seq_idx",
+            ),
         ]
         triggers = append_only_triggers()
 

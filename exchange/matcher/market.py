@@ -53,6 +53,7 @@ from exchange.models import (
     Market,
     MarketStatus,
     Order,
+    OrderArchive,
     OrderCommand,
     OrderStatus,
     SettlementStatus,
@@ -150,9 +151,15 @@ class MarketMatcher:
         market = Market.objects.get(pk=self.market.pk)
         self.market = market
         orders = Order.objects.filter(market=market)
+        # Time priority continues after every order the market has numbered: archived
+        # orders keep their numbers too.
+        archived = OrderArchive.objects.filter(market_id=market.pk, sequence__isnull=False)
         self.book = engine.OrderBook(
             price_band_bps=int(market.price_band * 10_000),
-            sequence=orders.aggregate(m=Max("sequence"))["m"] or 0,
+            sequence=max(
+                orders.aggregate(m=Max("sequence"))["m"] or 0,
+                archived.aggregate(m=Max("sequence"))["m"] or 0,
+            ),
         )
         last_trade = Trade.objects.filter(market=market).order_by("-sequence").first()
         self.book.restore(

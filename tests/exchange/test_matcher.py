@@ -359,6 +359,35 @@ def test_a_failed_batch_leaves_nothing_behind_and_the_next_one_applies_it(
     assert matcher.strikes == {}
 
 
+def test_a_rebuilt_book_numbers_new_orders_after_archived_ones(market, matcher, buyer, seller):
+    """The market's newest orders finished long ago and went to the archive; a matcher
+    that starts (or takes over) then numbers new orders after them, not again from the
+    newest order still in the live table."""
+    from exchange.models import OrderArchive
+    from exchange.services.archiving import orders_archive
+
+    resting = place_order(buyer, market, "BUY", "1", "90")
+    matcher.run_batch()
+    ask = place_order(seller, market, "SELL", "1", "100")
+    bid = place_order(buyer, market, "BUY", "1", "100")
+    matcher.run_batch()
+    finished = refreshed(ask, bid)
+    assert {o.status for o in finished} == {"FILLED"}
+    long_ago = timezone.now() - timedelta(days=400)
+    for order in finished:
+        sim.backdate(order, long_ago)
+    assert orders_archive(done_before=long_ago + timedelta(seconds=1), limit=10) == 2
+    newest_archived = max(o.sequence for o in finished)
+    assert refreshed(resting)[0].sequence < newest_archived
+
+    restarted = MarketMatcher(market)
+    later = place_order(buyer, market, "BUY", "1", "91")
+    restarted.run_batch()
+    assert refreshed(later)[0].sequence == newest_archived + 1
+    numbered = list(OrderArchive.objects.values_list("sequence", flat=True))
+    assert refreshed(later)[0].sequence not in numbered
+
+
 def drain(matcher: MarketMatcher, attempts: int = 12) -> int:
     """Run batches until the journal is empty (a batch may fail); returns the failures."""
     failures = 0
