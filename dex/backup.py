@@ -38,13 +38,17 @@ import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qs, unquote, urlencode, urlsplit, urlunsplit
 
 import psycopg
 from psycopg import sql
 
 DEFAULT_DIR = Path("backups")
 _VERSION = re.compile(r"\(PostgreSQL\) (\d+)")
+
+
+# Where a client tool's argument list takes the database (``_run`` fills it in).
+DBNAME = "--dbname"
 
 
 class BackupError(Exception):
@@ -122,8 +126,28 @@ def pg_binary(name: str, major: int) -> Path:
     )
 
 
-def _run(argv: Sequence[str]) -> None:
-    result = subprocess.run(list(argv), capture_output=True, text=True)
+def without_password(url: str) -> tuple[str, dict[str, str]]:
+    """``url`` without its password, and the environment that carries it instead: a
+    client tool's command line is readable by every local user (``ps``), its
+    environment only by its owner."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url, {}
+    netloc = parts.hostname or ""
+    if ":" in netloc:  # an IPv6 address
+        netloc = f"[{netloc}]"
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    if parts.username:
+        netloc = f"{parts.username}@{netloc}"
+    return urlunsplit(parts._replace(netloc=netloc)), {"PGPASSWORD": unquote(parts.password)}
+
+
+def _run(argv: Sequence[str], *, url: str) -> None:
+    """Run a client tool on the database at ``url``, given as its last ``--dbname``."""
+    url, secret = without_password(url)
+    argv = [f"--dbname={url}" if arg == DBNAME else arg for arg in argv]
+    result = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, **secret})
     if result.returncode != 0:
         raise BackupError(f"{Path(argv[0]).name} failed: {result.stderr.strip()}")
 
@@ -142,7 +166,7 @@ def backup(*, url: str, directory: Path = DEFAULT_DIR, now: dt.datetime | None =
     partial = target.with_suffix(".dump.partial")
     pg_dump = pg_binary("pg_dump", server_major(url))
     try:
-        _run([str(pg_dump), "--format=custom", f"--file={partial}", f"--dbname={url}"])
+        _run([str(pg_dump), "--format=custom", f"--file={partial}", DBNAME], url=url)
         partial.rename(target)
     finally:
         partial.unlink(missing_ok=True)
@@ -182,11 +206,11 @@ def _pg_restore(url: str, file: Path, *, clean: bool) -> None:
         "--no-owner",  # the objects belong to whoever restores them
         "--single-transaction",
         "--exit-on-error",
-        f"--dbname={url}",
+        DBNAME,
     ]
     if clean:
         argv += ["--clean", "--if-exists"]
-    _run([*argv, str(file)])
+    _run([*argv, str(file)], url=url)
 
 
 def _check_dump(file: Path) -> None:

@@ -174,3 +174,29 @@ def test_a_url_that_is_not_postgresql_is_refused():
     assert backup.libpq_url("postgresql://postgres@/dex?host=/tmp/pg") == (
         "postgresql://postgres@/dex?host=%2Ftmp%2Fpg"
     )
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        (
+            "postgresql://dex:s%40cret@db.example:5433/dex?sslmode=require",
+            "postgresql://dex@db.example:5433/dex?sslmode=require",
+        ),
+        ("postgresql://dex:pw@[::1]/dex", "postgresql://dex@[::1]/dex"),
+    ],
+)
+def test_the_password_goes_to_the_tools_environment_not_their_command_line(monkeypatch, url, shown):
+    """Every local user can read a process's command line (ps); its environment, only
+    its owner."""
+    seen = {}
+
+    def run(argv, **kwargs):
+        seen.update(argv=argv, env=kwargs["env"])
+        return subprocess.CompletedProcess(argv, 0, "", "")
+
+    monkeypatch.setattr(backup.subprocess, "run", run)
+    backup._run(["pg_dump", backup.DBNAME, "--file=x"], url=url)
+    assert seen["argv"] == ["pg_dump", f"--dbname={shown}", "--file=x"]
+    assert seen["env"]["PGPASSWORD"] == ("s@cret" if "s%40cret" in url else "pw")
+    assert not any("cret" in arg or ":pw@" in arg for arg in seen["argv"])
