@@ -20,6 +20,7 @@ from dex.db import (
     UpdatedAtField,
     append_only_triggers,
     created_as_trigger,
+    truncate_keeps_history,
     updated_at_trigger,
 )
 from exchange.models import Account, Asset, Market
@@ -168,7 +169,16 @@ class AuditEvent(models.Model):
             models.CheckConstraint(condition=~Q(action=""), name="auditevent_action_set"),
             models.CheckConstraint(condition=~Q(actor_label=""), name="auditevent_actor_set"),
         ]
-        triggers = append_only_triggers()
+        triggers = [
+            *append_only_triggers(),
+            # Never emptied while the staff and the venue it is the record of remain.
+            truncate_keeps_history(
+                "EXISTS (SELECT 1 FROM auth_user)"  # settings.AUTH_USER_MODEL is auth.User
+                " OR EXISTS (SELECT 1 FROM exchange_account)"
+                " OR EXISTS (SELECT 1 FROM exchange_market)",
+                "the staff and the venue it records remain",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.actor_label} {self.action} {self.target_repr}"

@@ -249,13 +249,16 @@ def created_as_trigger(status: str, noun: str) -> pgtrigger.Trigger:
     )
 
 
-def truncate_keeps_references(*columns: str, archive: str | None = None) -> pgtrigger.Trigger:
+def truncate_keeps_references(
+    *columns: str, archive: str | None = None, kept_in: str | None = None
+) -> pgtrigger.Trigger:
     """Refuse a TRUNCATE of this table while rows of other tables still name its rows:
     the rule a foreign key constraint keeps, for references checked by triggers instead
     (a TRUNCATE fires no row trigger). ``columns``: each reference, as "table.column".
-    ``archive``: a table whose ``order_id`` may hold the named row instead. The check
-    runs after the whole statement, so a TRUNCATE that empties the referencing tables
-    too (a test database's flush) passes, as it would past a constraint."""
+    ``archive``: a table whose ``order_id`` may hold the named row instead; ``kept_in``:
+    another "table.column" that may hold it instead. The check runs after the whole
+    statement, so a TRUNCATE that empties the referencing tables too (a test database's
+    flush) passes, as it would past a constraint."""
     dangling = []
     for reference in columns:
         table, column = reference.split(".")
@@ -264,6 +267,9 @@ def truncate_keeps_references(*columns: str, archive: str | None = None) -> pgtr
             where += (
                 f" AND NOT EXISTS (SELECT 1 FROM {archive} a WHERE a.order_id = {table}.{column})"
             )
+        if kept_in:
+            holder, key = kept_in.split(".")
+            where += f" AND NOT EXISTS (SELECT 1 FROM {holder} k WHERE k.{key} = {table}.{column})"
         dangling.append(f"EXISTS (SELECT 1 FROM {table} WHERE {where})")
     return pgtrigger.Trigger(
         name="truncate_keeps_references",
@@ -275,6 +281,24 @@ def truncate_keeps_references(*columns: str, archive: str | None = None) -> pgtr
             'RAISE EXCEPTION \'cannot truncate table "%": rows of other tables name its '
             "rows', TG_TABLE_NAME USING ERRCODE = 'foreign_key_violation'; "
             "END IF; RETURN NULL;"
+        ),
+    )
+
+
+def truncate_keeps_history(condition: str, reason: str) -> pgtrigger.Trigger:
+    """Refuse a TRUNCATE of this append-only table while what its rows are the history
+    of is still there: ``condition``, SQL true after the statement in that case;
+    ``reason`` says what remains (no quotes). A flush that empties those tables in the
+    same statement passes."""
+    return pgtrigger.Trigger(
+        name="truncate_keeps_history",
+        level=pgtrigger.Statement,
+        when=pgtrigger.After,
+        operation=pgtrigger.Truncate,
+        func=(
+            f"IF {condition} THEN "
+            f"RAISE EXCEPTION 'cannot truncate table \"%\": {reason}', TG_TABLE_NAME "
+            "USING ERRCODE = 'restrict_violation'; END IF; RETURN NULL;"
         ),
     )
 

@@ -32,6 +32,7 @@ from dex.db import (
     UpdatedAtField,
     append_only_triggers,
     created_as_trigger,
+    truncate_keeps_history,
     truncate_keeps_references,
     updated_at_trigger,
 )
@@ -1024,7 +1025,15 @@ class OrderStatusHistory(models.Model):
         ordering = ["order_id", "id"]
         verbose_name_plural = "order status history"
         indexes = [models.Index(fields=["order", "id"], name="orderstatushistory_order_idx")]
-        triggers = [*append_only_triggers(), order_references_check("order_id")]
+        triggers = [
+            *append_only_triggers(),
+            order_references_check("order_id"),
+            truncate_keeps_history(
+                "EXISTS (SELECT 1 FROM exchange_order)"
+                " OR EXISTS (SELECT 1 FROM exchange_orderarchive)",
+                "the orders whose history it holds remain",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"#{self.order_id}: {self.from_status or '∅'} → {self.to_status}"
@@ -1302,6 +1311,12 @@ class Trade(FastLoad, models.Model):
         triggers = [
             pgtrigger.Protect(name="protect_delete", operation=pgtrigger.Delete),
             truncate_keeps_references("portfolio_ledgertransaction.trade_id"),
+            # An order's fills are its trades.
+            truncate_keeps_history(
+                "EXISTS (SELECT 1 FROM exchange_order WHERE filled > 0)"
+                " OR EXISTS (SELECT 1 FROM exchange_orderarchive WHERE filled > 0)",
+                "orders that were filled remain",
+            ),
             pgtrigger.ReadOnly(name="append_only", exclude=["settlement_status", "settled_at"]),
             pgtrigger.FSM(
                 name="settlement_transitions",
@@ -1541,7 +1556,19 @@ class OrderArchive(models.Model):
                 name="orderarchive_market_seq_idx",
             ),
         ]
-        triggers = append_only_triggers()
+        triggers = [
+            *append_only_triggers(),
+            # History may only name an order kept in the live table or here.
+            truncate_keeps_references(
+                "exchange_trade.maker_order_id",
+                "exchange_trade.taker_order_id",
+                "exchange_ordercommand.order_id",
+                "exchange_orderstatushistory.order_id",
+                "portfolio_ledgertransaction.order_id",
+                "portfolio_posting.order_id",
+                kept_in="exchange_order.id",
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"archived #{self.order_id} {self.status}"

@@ -36,6 +36,7 @@ from dex.db import (
     UpdatedAtField,
     append_only_triggers,
     created_as_trigger,
+    truncate_keeps_history,
     truncate_keeps_references,
     updated_at_trigger,
 )
@@ -443,6 +444,11 @@ class Posting(models.Model):
         ]
         triggers = [
             *append_only_triggers(),
+            # A balance is the sum of its postings.
+            truncate_keeps_history(
+                "EXISTS (SELECT 1 FROM portfolio_ledgeraccount WHERE balance <> 0)",
+                "ledger balances made of its postings remain",
+            ),
             pgtrigger.Trigger(
                 name="apply_to_balances",
                 level=pgtrigger.Statement,

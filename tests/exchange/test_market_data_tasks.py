@@ -547,8 +547,9 @@ def test_orders_cannot_be_truncated_from_under_their_history(mkt):
     assert Order.objects.filter(pk=trade.maker_order_id).exists()
     # With every table that names orders, as a flush does, it goes.
     sql(
-        "TRUNCATE exchange_order, exchange_trade, exchange_ordercommand,"
-        " exchange_orderstatushistory, portfolio_ledgertransaction, portfolio_posting CASCADE"
+        "TRUNCATE exchange_order, exchange_orderarchive, exchange_trade, exchange_ordercommand,"
+        " exchange_orderstatushistory, portfolio_ledgertransaction, portfolio_posting,"
+        " portfolio_ledgeraccount CASCADE"
     )
     assert not Order.objects.exists()
 

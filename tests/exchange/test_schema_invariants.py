@@ -900,3 +900,35 @@ def test_hot_write_tables_carry_no_like_prefix_indexes():
         )
         assert cursor.fetchone()[0] == len(HOT_WRITE_TABLES)
     assert found == []
+
+
+def test_history_is_never_truncated_from_under_what_it_records(market, buyer, seller, staff):
+    """A TRUNCATE fires no row trigger: each append-only table refuses one while what
+    its rows are the history of remains (a flush that empties both in one statement, as
+    a test database's does, passes)."""
+    from datetime import timedelta
+
+    from compliance.services.audit import Actor, audit_record
+    from exchange.services.archiving import orders_archive
+    from tests.portfolio import sim
+
+    ask = sim.place(seller, market, "SELL", "1", "100")
+    bid = sim.place(buyer, market, "BUY", "1", "100")
+    sim.fill(ask, bid, "1")  # a trade not yet settled: no ledger transaction names it
+    long_ago = timezone.now() - timedelta(days=400)
+    old = sim.place(buyer, market, "BUY", "1", "90")
+    sim.cancel(old)
+    sim.backdate(Order.objects.get(pk=old.pk), long_ago)
+    assert orders_archive(done_before=long_ago + timedelta(seconds=1), limit=10) == 1
+    audit_record(actor=Actor(user=staff), action="market.halt", target=market, reason="test")
+    sql("SET CONSTRAINTS ALL IMMEDIATE")  # no TRUNCATE with deferred checks pending
+
+    for table, remains in [
+        ("exchange_orderstatushistory", "the orders whose history it holds remain"),
+        ("exchange_trade", "orders that were filled remain"),
+        ("exchange_orderarchive", "rows of other tables name its rows"),
+        ("portfolio_posting", "ledger balances made of its postings remain"),
+        ("compliance_auditevent", "the staff and the venue it records remain"),
+    ]:
+        with refused(f'cannot truncate table "{table}": {remains}'):
+            sql(f"TRUNCATE {table}")

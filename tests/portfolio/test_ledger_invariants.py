@@ -146,7 +146,8 @@ def test_ledger_rows_cannot_be_truncated_from_under_what_names_them(market, buye
     # Together with what names them, as a flush does, they go.
     sql(
         "TRUNCATE portfolio_ledgeraccount, portfolio_ledgertransaction, portfolio_posting,"
-        " exchange_trade CASCADE"
+        " exchange_trade, exchange_order, exchange_orderarchive, exchange_ordercommand,"
+        " exchange_orderstatushistory CASCADE"
     )
     assert not LedgerTransaction.objects.exists()
 
