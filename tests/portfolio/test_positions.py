@@ -5,6 +5,7 @@ deposits and withdrawals."""
 
 from decimal import Decimal
 
+import pgtrigger
 import pytest
 from django.db import DatabaseError, IntegrityError, connection, transaction
 from hypothesis import HealthCheck, given, settings
@@ -364,3 +365,17 @@ def test_ledger_check_finds_a_position_that_is_not_its_trades(market, buyer, sel
     problems = [str(p) for p in ledger_check()]
     assert any("position is not its trades" in p for p in problems)
     Position.objects.filter(account=buyer).update(quantity=D(1), average_entry_price=D(100))
+
+
+def test_ledger_check_finds_a_position_in_no_market(market, buyer, db):
+    # Positions are kept per (asset, quote) of a market: this pair is no market's.
+    position = Position.objects.create(
+        account=buyer, asset=market.quote, quote=market.base, quantity=D(5), trade_count=3
+    )
+    problems = [str(p) for p in ledger_check()]
+    assert problems == [
+        f"position is in no market: account {buyer.pk} asset {position.asset_id} quote "
+        f"{position.quote_id} (5.00000000 net over 3 trades)"
+    ]
+    with pgtrigger.ignore("portfolio.Position:protect_delete"):  # the books right again
+        position.delete()

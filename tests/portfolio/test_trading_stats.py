@@ -7,6 +7,7 @@ from decimal import Decimal
 
 import pytest
 from django.db import IntegrityError, connection, transaction
+from django.db.models import F
 
 from exchange.matcher.market import MarketMatcher
 from exchange.models import Trade
@@ -42,6 +43,25 @@ def test_a_batch_adds_volumes_the_maker_taker_split_and_fees(market, buyer, sell
     assert (sold.sell_volume, sold.sell_quote_volume) == (D("2.5"), D(249))
     assert (sold.maker_count, sold.taker_count) == (1, 1)
     assert ledger_check() == []
+
+
+def test_ledger_check_finds_statistics_off_by_the_same_volume_on_both_sides(market, buyer, seller):
+    matcher = MarketMatcher(market)
+    place_order(seller, market, "SELL", "1", "100")
+    matcher.run_batch()
+    place_order(buyer, market, "BUY", "1", "100")
+    matcher.run_batch()
+    assert ledger_check() == []
+    # A round trip booked as volume that never traded: the net is still right.
+    TradingStats.objects.filter(account=buyer).update(
+        buy_volume=F("buy_volume") + 1, sell_volume=F("sell_volume") + 1
+    )
+
+    subject = f"account {buyer.pk} market {market.pk}"
+    assert [(p.rule, p.subject, p.expected, p.actual) for p in ledger_check()] == [
+        ("trading statistics are not their trades (bought)", subject, D(1), D(2)),
+        ("trading statistics are not their trades (sold)", subject, D(0), D(1)),
+    ]
 
 
 def test_trades_of_different_utc_days_land_on_their_own_rows(market, buyer, seller):
