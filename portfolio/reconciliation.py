@@ -9,8 +9,8 @@ are sound):
 4. no trader or fee balance is negative, no vault balance positive;
 5. each trader's held balance equals the holds of their orders plus their pending
    withdrawals;
-6. each order holds exactly its worst-case remaining cost (nothing for a finished
-   order: no money left locked);
+6. each order holds exactly its worst-case remaining cost, in the asset it pays with
+   (nothing for a finished order: no money left locked);
 7. each trader's position in a market's base is what their settled trades there
    bought minus what they sold (plus what they sold beyond the position, see
    ``Position``), over as many trades, and their daily statistics add up to the same
@@ -148,34 +148,52 @@ def _held_matches_orders_and_withdrawals() -> list[Discrepancy]:
 
 
 def _orders_hold_their_worst_case() -> list[Discrepancy]:
-    holds = dict(
+    # Per asset: a hold booked in another asset than the order pays with is no hold.
+    holds: dict[int, dict[int, Decimal]] = defaultdict(dict)
+    for order, asset, held in (
         Posting.objects.filter(order__isnull=False)
-        .values("order_id")
+        .values_list("order_id", "ledger_account__asset_id")
         .annotate(held=Sum("amount"))
-        .values_list("order_id", "held")
-    )
-    holding = {pk for pk, held in holds.items() if held}
+    ):
+        if held:
+            holds[order][asset] = held
     live = [*LIVE_STATUSES, OrderStatus.PENDING]
-    to_check = Order.objects.filter(status__in=live) | Order.objects.filter(pk__in=holding)
+    to_check = Order.objects.filter(status__in=live) | Order.objects.filter(pk__in=list(holds))
     found = []
     for order in to_check.select_related("market").iterator(chunk_size=2000):
-        holding.discard(order.pk)
-        want, have = order_hold_required(order), holds.get(order.pk, ZERO)
+        held = holds.pop(order.pk, {})
+        asset = order_hold_asset_id(order)
+        want, have = order_hold_required(order), held.pop(asset, ZERO)
         if want != have:
             found.append(
                 Discrepancy(
                     "order does not hold its worst-case cost",
-                    f"order {order.pk} ({order.status}, asset {order_hold_asset_id(order)})",
+                    f"order {order.pk} ({order.status}, asset {asset})",
                     want,
                     have,
                 )
             )
+        for other, amount in sorted(held.items()):
+            found.append(
+                Discrepancy(
+                    "order holds an asset it does not pay with",
+                    f"order {order.pk} ({order.status}, asset {other})",
+                    ZERO,
+                    amount,
+                )
+            )
     # Left: orders that hold money but are not in the live table. Archiving moves only
     # finished orders, whose holds were released, so there should be none.
-    for pk in sorted(holding):
-        found.append(
-            Discrepancy("order in the archive still holds funds", f"order {pk}", ZERO, holds[pk])
-        )
+    for pk, held in sorted(holds.items()):
+        for asset, amount in sorted(held.items()):
+            found.append(
+                Discrepancy(
+                    "order in the archive still holds funds",
+                    f"order {pk} asset {asset}",
+                    ZERO,
+                    amount,
+                )
+            )
     return found
 
 

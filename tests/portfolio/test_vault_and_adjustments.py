@@ -8,7 +8,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from exchange.models import AccountStatus
+from exchange.models import AccountStatus, Order
 from portfolio.models import (
     AdjustmentStatus,
     FeeTier,
@@ -41,7 +41,7 @@ from portfolio.services.vault import (
     withdrawal_reject,
     withdrawal_request,
 )
-from tests.factories import AccountFactory, random_hex
+from tests.factories import AccountFactory, OrderFactory, random_hex
 from tests.portfolio import sim
 
 pytestmark = pytest.mark.django_db
@@ -349,4 +349,57 @@ def test_ledger_check_finds_money_left_locked_for_a_finished_order(market, buyer
     assert problems == [
         f"order does not hold its worst-case cost: order {order.pk} (CANCELLED, asset "
         f"{market.quote_id}): expected 0, found 100.05000000 (off by 100.05000000)"
+    ]
+
+
+def _found() -> list[tuple]:
+    return [(p.rule, p.subject, p.expected, p.actual) for p in ledger_check()]
+
+
+def _post_around_the_ledger(kind: str, *legs: tuple[LedgerAccount, str, Order | None]) -> None:
+    """Post ``legs`` as one balanced ledger transaction the way a restore or a manual
+    repair could: with the ledger's triggers switched off, each balance moved by hand
+    to the sum of its postings."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET LOCAL session_replication_role = replica")
+        cursor.execute(
+            "INSERT INTO portfolio_ledgertransaction (kind, idempotency_key, description)"
+            " VALUES (%s, %s, '') RETURNING id",
+            [kind, random_hex(8)],
+        )
+        [txn] = cursor.fetchone()
+        for account, amount, order in legs:
+            cursor.execute(
+                "INSERT INTO portfolio_posting (transaction_id, ledger_account_id, amount,"
+                " order_id) VALUES (%s, %s, %s, %s)",
+                [txn, account.pk, D(amount), order and order.pk],
+            )
+            cursor.execute(
+                "UPDATE portfolio_ledgeraccount SET balance = balance + %s WHERE id = %s",
+                [D(amount), account.pk],
+            )
+        cursor.execute("SET LOCAL session_replication_role = origin")
+
+
+def test_ledger_check_finds_an_order_holding_another_asset_than_it_pays_with(market, base, buyer):
+    order = OrderFactory(account=buyer, market=market, side="BUY")  # 1 at 100, no fees
+    sim.deposit(buyer, base, "200")
+    available = LedgerAccount.objects.get(kind=LedgerAccountKind.AVAILABLE, asset=base)
+    held = LedgerAccount.objects.create(kind=LedgerAccountKind.HELD, asset=base, owner=buyer)
+    # A buy pays with the quote; this one holds 100 of the base, and none of the quote.
+    _post_around_the_ledger("HOLD", (available, "-100", None), (held, "100", order))
+
+    assert _found() == [
+        (
+            "order does not hold its worst-case cost",
+            f"order {order.pk} (PENDING, asset {market.quote_id})",
+            D(100),
+            D(0),
+        ),
+        (
+            "order holds an asset it does not pay with",
+            f"order {order.pk} (PENDING, asset {base.pk})",
+            D(0),
+            D(100),
+        ),
     ]
