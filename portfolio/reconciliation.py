@@ -15,6 +15,11 @@ are sound):
    bought minus what they sold (plus what they sold beyond the position, see
    ``Position``), over as many trades, and their daily statistics add up to the same
    trades, bought and sold each; every position is in a market;
+8. each settled trade's ledger transaction moves exactly what the trade says: its
+   quantity from the seller's hold to the buyer, its notional and the buyer's fee out
+   of the buyer's quote, the notional less the seller's fee to the seller, both fees
+   to the market's fee account — and each fee account holds the fees of its market's
+   settled trades.
 
 PostgreSQL already refuses most of this; the check proves it for data that reached
 the tables any other way (a restore, a replica, a manual repair).
@@ -106,6 +111,8 @@ def ledger_check() -> list[Discrepancy]:
     found += _held_matches_orders_and_withdrawals()
     found += _orders_hold_their_worst_case()
     found += _positions_match_trades()
+    found += _trades_settled_as_their_terms()
+    found += _fee_revenue_is_fees_of_trades()
     return found
 
 
@@ -288,3 +295,93 @@ def _positions_match_trades() -> list[Discrepancy]:
                     )
                 )
     return found
+
+
+# Each settled trade's TRADE transaction, leg by leg, against what ``_trade_entry``
+# posts for it. The buyer's quote is taken whole (held and available together): how it
+# splits between the hold used up and the refund is the hold's arithmetic, and the
+# order's hold rule proves that. A settled trade without its transaction, a second
+# transaction for one trade, or a leg to any other account shows as a difference.
+_TRADES_VS_SETTLEMENT = """
+WITH legs AS (
+    SELECT t.id AS trade_id,
+           CASE
+               WHEN a.asset_id = m.base_id AND a.kind = 'AVAILABLE'
+                    AND a.owner_id = t.buyer_id THEN 'base to the buyer'
+               WHEN a.asset_id = m.base_id AND a.kind = 'HELD'
+                    AND a.owner_id = t.seller_id THEN 'base from the seller'
+               WHEN a.asset_id = m.quote_id AND a.kind IN ('AVAILABLE', 'HELD')
+                    AND a.owner_id = t.buyer_id THEN 'quote from the buyer'
+               WHEN a.asset_id = m.quote_id AND a.kind = 'AVAILABLE'
+                    AND a.owner_id = t.seller_id THEN 'quote to the seller'
+               WHEN a.asset_id = m.quote_id AND a.kind = 'FEE_REVENUE'
+                    AND a.market_id = m.id THEN 'fees'
+               ELSE 'ledger account ' || a.id
+           END AS leg,
+           sum(p.amount) AS amount
+      FROM portfolio_ledgertransaction lt
+      JOIN exchange_trade t ON t.id = lt.trade_id
+      JOIN exchange_market m ON m.id = t.market_id
+      JOIN portfolio_posting p ON p.transaction_id = lt.id
+      JOIN portfolio_ledgeraccount a ON a.id = p.ledger_account_id
+     WHERE lt.kind = 'TRADE'
+     GROUP BY 1, 2
+), terms AS (
+    SELECT t.id AS trade_id, e.leg, e.amount
+      FROM exchange_trade t,
+           LATERAL (SELECT CASE WHEN t.aggressor_side = 'BUY' THEN t.taker_fee
+                                ELSE t.maker_fee END AS buyer_fee,
+                           CASE WHEN t.aggressor_side = 'BUY' THEN t.maker_fee
+                                ELSE t.taker_fee END AS seller_fee) f,
+           LATERAL (VALUES ('base to the buyer', t.quantity),
+                           ('base from the seller', -t.quantity),
+                           ('quote from the buyer', -(t.quote_quantity + f.buyer_fee)),
+                           ('quote to the seller', t.quote_quantity - f.seller_fee),
+                           ('fees', f.buyer_fee + f.seller_fee)) AS e(leg, amount)
+     WHERE t.settlement_status = 'SETTLED'
+)
+SELECT trade_id, leg, coalesce(e.amount, 0), coalesce(l.amount, 0)
+  FROM terms e
+  FULL JOIN legs l USING (trade_id, leg)
+ WHERE coalesce(e.amount, 0) <> coalesce(l.amount, 0)
+ ORDER BY trade_id, leg
+"""
+
+
+def _trades_settled_as_their_terms() -> list[Discrepancy]:
+    return [
+        Discrepancy("trade is not settled as its terms say", f"trade {trade} {leg}", want, have)
+        for trade, leg, want, have in _rows(_TRADES_VS_SETTLEMENT)
+    ]
+
+
+# Fees reach a fee account only by settling trades: each market's, in its quote, holds
+# exactly the fees (net of maker rebates) of the market's settled trades.
+_FEE_REVENUE_VS_TRADES = """
+WITH earned AS (
+    SELECT t.market_id, m.quote_id AS asset_id, sum(t.maker_fee + t.taker_fee) AS fees
+      FROM exchange_trade t JOIN exchange_market m ON m.id = t.market_id
+     WHERE t.settlement_status = 'SETTLED'
+     GROUP BY t.market_id, m.quote_id
+), booked AS (
+    SELECT market_id, asset_id, balance AS fees
+      FROM portfolio_ledgeraccount WHERE kind = 'FEE_REVENUE'
+)
+SELECT market_id, asset_id, coalesce(e.fees, 0), coalesce(b.fees, 0)
+  FROM earned e
+  FULL JOIN booked b USING (market_id, asset_id)
+ WHERE coalesce(e.fees, 0) <> coalesce(b.fees, 0)
+ ORDER BY market_id, asset_id
+"""
+
+
+def _fee_revenue_is_fees_of_trades() -> list[Discrepancy]:
+    return [
+        Discrepancy(
+            "fee revenue is not the fees of settled trades",
+            f"market {market} asset {asset}",
+            earned,
+            booked,
+        )
+        for market, asset, earned, booked in _rows(_FEE_REVENUE_VS_TRADES)
+    ]

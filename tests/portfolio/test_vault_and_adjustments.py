@@ -403,3 +403,45 @@ def test_ledger_check_finds_an_order_holding_another_asset_than_it_pays_with(mar
             D(100),
         ),
     ]
+
+
+def test_ledger_check_finds_a_trade_settled_with_other_amounts_than_its_terms(
+    market, buyer, seller
+):
+    ask = sim.place(seller, market, "SELL", "1", "100")
+    bid = sim.place(buyer, market, "BUY", "1", "100", accept=False)
+    trade = sim.fill_and_settle(ask, bid, "1")
+    assert ledger_check() == []
+    # The seller keeps the maker fee (0.02) the venue should have had: paid 100, not
+    # 99.98. Every balance is still its postings and every asset sums to zero.
+    settlement = LedgerTransaction.objects.get(trade=trade)
+    paid = LedgerAccount.objects.get(
+        kind=LedgerAccountKind.AVAILABLE, asset=market.quote, owner=seller
+    )
+    revenue = LedgerAccount.objects.get(kind=LedgerAccountKind.FEE_REVENUE, market=market)
+    for account, delta in ((paid, D("0.02")), (revenue, D("-0.02"))):
+        _tamper(
+            "UPDATE portfolio_posting SET amount = amount + %s"
+            " WHERE transaction_id = %s AND ledger_account_id = %s",
+            [delta, settlement.pk, account.pk],
+        )
+        _tamper(
+            "UPDATE portfolio_ledgeraccount SET balance = balance + %s WHERE id = %s",
+            [delta, account.pk],
+        )
+
+    assert _found() == [
+        ("trade is not settled as its terms say", f"trade {trade.pk} fees", D("0.07"), D("0.05")),
+        (
+            "trade is not settled as its terms say",
+            f"trade {trade.pk} quote to the seller",
+            D("99.98"),
+            D(100),
+        ),
+        (
+            "fee revenue is not the fees of settled trades",
+            f"market {market.pk} asset {market.quote_id}",
+            D("0.07"),
+            D("0.05"),
+        ),
+    ]
