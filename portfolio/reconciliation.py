@@ -19,7 +19,10 @@ are sound):
    quantity from the seller's hold to the buyer, its notional and the buyer's fee out
    of the buyer's quote, the notional less the seller's fee to the seller, both fees
    to the market's fee account — and each fee account holds the fees of its market's
-   settled trades.
+   settled trades;
+9. money enters and leaves only through the vault and staff adjustments: each asset's
+   vault account is its completed withdrawals less its deposits, its adjustment
+   account the negated sum of its posted adjustments.
 
 PostgreSQL already refuses most of this; the check proves it for data that reached
 the tables any other way (a restore, a replica, a manual repair).
@@ -113,6 +116,7 @@ def ledger_check() -> list[Discrepancy]:
     found += _positions_match_trades()
     found += _trades_settled_as_their_terms()
     found += _fee_revenue_is_fees_of_trades()
+    found += _venue_accounts_match_operations()
     return found
 
 
@@ -384,4 +388,44 @@ def _fee_revenue_is_fees_of_trades() -> list[Discrepancy]:
             booked,
         )
         for market, asset, earned, booked in _rows(_FEE_REVENUE_VS_TRADES)
+    ]
+
+
+# The books balancing proves no money was made from nothing only if the accounts money
+# comes from are themselves accounted for: the vault mirrors the chain (credited by a
+# completed deposit, debited by a completed withdrawal), and the adjustment account
+# answers for every posted four-eyes adjustment (its amount credits the trader).
+_VENUE_ACCOUNTS_VS_OPERATIONS = """
+WITH justified AS (
+    SELECT 'VAULT' AS kind, v.asset_id,
+           sum(CASE WHEN v.kind = 'WITHDRAWAL' THEN v.amount ELSE -v.amount END) AS balance
+      FROM portfolio_vaultoperation v
+     WHERE v.status = 'COMPLETED'
+     GROUP BY v.asset_id
+    UNION ALL
+    SELECT 'ADJUSTMENT', j.asset_id, -sum(j.amount)
+      FROM portfolio_ledgeradjustment j
+     WHERE j.status = 'POSTED'
+     GROUP BY j.asset_id
+), booked AS (
+    SELECT kind, asset_id, balance
+      FROM portfolio_ledgeraccount WHERE kind IN ('VAULT', 'ADJUSTMENT')
+)
+SELECT kind, asset_id, coalesce(j.balance, 0), coalesce(b.balance, 0)
+  FROM justified j
+  FULL JOIN booked b USING (kind, asset_id)
+ WHERE coalesce(j.balance, 0) <> coalesce(b.balance, 0)
+ ORDER BY kind, asset_id
+"""
+
+_VENUE_ACCOUNT_RULES = {
+    LedgerAccountKind.VAULT: "vault is not its completed deposits and withdrawals",
+    LedgerAccountKind.ADJUSTMENT: "adjustment account is not its posted adjustments",
+}
+
+
+def _venue_accounts_match_operations() -> list[Discrepancy]:
+    return [
+        Discrepancy(_VENUE_ACCOUNT_RULES[kind], f"asset {asset}", justified, booked)
+        for kind, asset, justified, booked in _rows(_VENUE_ACCOUNTS_VS_OPERATIONS)
     ]

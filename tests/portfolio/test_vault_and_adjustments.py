@@ -445,3 +445,28 @@ def test_ledger_check_finds_a_trade_settled_with_other_amounts_than_its_terms(
             D("0.05"),
         ),
     ]
+
+
+@pytest.mark.parametrize(
+    ("source", "kind", "rule"),
+    [
+        (LedgerAccountKind.VAULT, "DEPOSIT", "vault is not its completed deposits and withdrawals"),
+        (
+            LedgerAccountKind.ADJUSTMENT,
+            "ADJUSTMENT",
+            "adjustment account is not its posted adjustments",
+        ),
+    ],
+)
+def test_ledger_check_finds_money_credited_with_no_operation_behind_it(
+    quote, buyer, source, kind, rule
+):
+    # The buyer's 10,000 came in through a deposit: the vault answers for them.
+    assert ledger_check() == []
+    venue = LedgerAccount.objects.get_or_create(kind=source, asset=quote)[0]
+    before = venue.balance
+    available = LedgerAccount.objects.get(kind=LedgerAccountKind.AVAILABLE, owner=buyer)
+    # Balanced, so every asset still sums to zero: only the operation is missing.
+    _post_around_the_ledger(kind, (venue, "-1000000", None), (available, "1000000", None))
+
+    assert _found() == [(rule, f"asset {quote.pk}", before, before - 1000000)]
