@@ -29,8 +29,8 @@
 
   function canon(text) {
     let s = String(text);
-    // The stream may spell a zero level as "0E-8" (Python's Decimal); no price or size
-    // needs more than 8 places.
+    // The stream writes decimals in fixed-point form; an exponent form ("0E-8") is still
+    // read, as a client should: no price or size needs more than 8 places.
     if (/e/i.test(s)) s = Number(s).toFixed(8);
     if (s.includes(".")) s = s.replace(/0+$/, "").replace(/\.$/, "");
     return s === "-0" || s === "" ? "0" : s;
