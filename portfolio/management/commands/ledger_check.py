@@ -10,8 +10,11 @@ from portfolio.reconciliation import ledger_check
 class Command(BaseCommand):
     help = (
         "Check that every asset's ledger sums to zero, every balance equals its postings, "
-        "every hold equals the worst-case cost of its open orders and withdrawals, and "
-        "positions and trading statistics add up to the settled trades."
+        "every hold equals the worst-case cost of its open orders and withdrawals (in the "
+        "asset each order pays with), positions and trading statistics add up to the "
+        "settled trades, each settled trade moved exactly its terms and each fee account "
+        "holds its trades' fees, and the vault and adjustment accounts answer for every "
+        "completed deposit, withdrawal and posted adjustment."
     )
 
     def handle(self, *args, **options) -> None:
