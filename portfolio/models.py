@@ -176,7 +176,9 @@ _TRANSACTIONS_QUEUE_CHECK = """
 """
 
 # The postings' side of the balance check: their ledger transactions are checked again at
-# commit unless a check of them is still queued. A queued check runs once, and a client
+# commit unless a check of them is still queued (a statement that writes both, as the
+# ledger services' does, fires the transactions' trigger first: one check is queued for
+# it, tests/portfolio/test_ledger_invariants.py). A queued check runs once, and a client
 # can run it early (SET CONSTRAINTS ... IMMEDIATE); postings added to those ledger
 # transactions afterwards, in the same database transaction, are checked by this one.
 _POSTINGS_QUEUE_CHECK = """

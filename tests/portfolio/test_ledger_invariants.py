@@ -476,3 +476,28 @@ def test_postings_added_after_an_early_balance_check_are_checked_too(quote):
     after_an_early_check("early-check-2", (available, "1"), (vault, "-1"))
     assert LedgerAccount.objects.get(pk=available.pk).balance == 101
     assert not LedgerCheck.objects.exists()
+
+
+def test_a_statement_writing_transactions_and_postings_queues_one_balance_check(market, buyer):
+    """The ledger services write an entry's transaction and postings in one statement:
+    one check is queued for them, not one by each table's trigger."""
+    from portfolio.services.ledger import Entry, Leg, entries_post
+
+    available, vault = (
+        LedgerAccount.objects.get_or_create(kind=kind, asset=market.quote, owner=owner)[0]
+        for kind, owner in ((LedgerAccountKind.AVAILABLE, buyer), (LedgerAccountKind.VAULT, None))
+    )
+    before = LedgerCheck.objects.count()
+    entries_post(
+        [
+            Entry(
+                kind="DEPOSIT",
+                idempotency_key=f"one-check-{n}",
+                legs=[Leg(vault, -D(1)), Leg(available, D(1))],
+            )
+            for n in range(3)
+        ]
+    )
+    assert LedgerCheck.objects.count() == before + 1
+    sim.place(buyer, market, "BUY", "1", "100")  # an order and its hold, one statement
+    assert LedgerCheck.objects.count() == before + 2
