@@ -18,6 +18,11 @@ class NewestFirstCursorPagination(CursorPagination):
         cursor = super().decode_cursor(request)
         if cursor is not None and cursor.position is not None:
             position = cursor.position
-            if not (position.isascii() and position.isdigit() and int(position) <= BIGINT_MAX):
+            if not (
+                position.isascii()
+                and position.isdigit()
+                and len(position) <= len(str(BIGINT_MAX))  # int() refuses 4,300 digits
+                and int(position) <= BIGINT_MAX
+            ):
                 raise NotFound(self.invalid_cursor_message)
         return cursor
