@@ -273,6 +273,9 @@ class MarketMatcher:
             self.isolate_through = max(commands[-1].pk, self.isolate_through or 0)
             return True
         command = commands[0]
+        if self.strikes.get(command.pk, 0) >= UNPROCESSABLE_STRIKES:
+            # Its refusal failed too: the next batch would be this one again.
+            return False
         self.strikes[command.pk] = strikes = self.strikes.get(command.pk, 0) + 1
         if strikes >= UNPROCESSABLE_STRIKES:
             log.error(

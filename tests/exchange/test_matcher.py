@@ -525,6 +525,30 @@ def test_a_command_that_cannot_be_persisted_is_refused_without_a_pause(
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_command_whose_refusal_fails_too_backs_off(market, buyer, monkeypatch):
+    """Once a command's refusal itself cannot be persisted, every batch would be that
+    one again: the market waits between tries rather than retrying at once, forever."""
+    from exchange.matcher import market as matcher_module
+
+    place_order(buyer, market, "BUY", "1", "99")
+
+    def broken(batch):  # nothing this market writes can be persisted
+        raise ValueError("a batch the database refuses")
+
+    monkeypatch.setattr(matcher_module._Batch, "persist", broken)
+    matcher = MarketMatcher(market)
+    runner = _runner_of(matcher, monkeypatch=monkeypatch)
+    at_once = []
+    for _ in range(6):
+        runner.not_before.pop(market.pk, None)  # every round may try
+        at_once.append(runner._run_owned())
+    # The batch, the command alone once per strike; then its refusal fails, and fails.
+    assert at_once == [True] * (1 + UNPROCESSABLE_STRIKES) + [False] * 3
+    assert runner.not_before[market.pk] > time.monotonic()
+    assert OrderCommand.objects.get().status == CommandStatus.PENDING
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_market_whose_database_fails_waits_alone(market, matcher, buyer, quote, monkeypatch):
     from django.db import OperationalError
 
