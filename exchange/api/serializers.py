@@ -33,14 +33,21 @@ class OrderPlaceSerializer(ParseOnce, serializers.Serializer):
     client_order_id = serializers.RegexField(CLIENT_ORDER_ID)
     side = serializers.ChoiceField(Side.choices)
     type = serializers.ChoiceField(OrderType.choices)
-    time_in_force = serializers.ChoiceField(TimeInForce.choices, required=False)
+    time_in_force = serializers.ChoiceField(
+        TimeInForce.choices,
+        required=False,
+        help_text="Limit types: GTC (the default), IOC, FOK or GTT. Market, stop-market and "
+        "take-profit-market orders: IOC only (the default).",
+    )
     price = price_field(required=False)
     stop_price = price_field(required=False)
     protection_price = price_field(required=False)
     quantity = amount_field(required=False)
     quote_quantity = amount_field(required=False)
     display_quantity = amount_field(required=False)
-    post_only = serializers.BooleanField(default=False)
+    post_only = serializers.BooleanField(
+        default=False, help_text="Rest or be rejected: only on GTC or GTT LIMIT orders."
+    )
     self_trade_prevention = serializers.ChoiceField(
         SelfTradePrevention.choices, default=SelfTradePrevention.EXPIRE_TAKER
     )
