@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Sum
 
 from exchange.models import Account, Asset
@@ -126,8 +126,15 @@ def portfolio_snapshot_take(
         realized_pnl=totals.realized_pnl if totals else Decimal(0),
         unrealized_pnl=totals.unrealized_pnl if totals else Decimal(0),
     )
-    # A concurrent run of the same period (a redelivered message) loses quietly.
-    PortfolioSnapshot.objects.bulk_create([snapshot], ignore_conflicts=True)
+    try:
+        with transaction.atomic():
+            snapshot.save(force_insert=True)
+    except IntegrityError as exc:
+        # A concurrent run of the same period (a redelivered message) wrote it first.
+        diag = getattr(exc.__cause__, "diag", None)
+        if getattr(diag, "constraint_name", None) != "portfoliosnapshot_unique_period":
+            raise
+        return False
     return True
 
 

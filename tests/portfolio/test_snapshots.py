@@ -115,6 +115,46 @@ def test_a_snapshot_whose_first_attempt_loses_its_connection_retries_and_writes_
     assert PortfolioSnapshot.objects.filter(account=buyer).count() == 1
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_run_whose_period_another_writes_meanwhile_writes_nothing_and_says_so(
+    market, buyer, monkeypatch
+):
+    import threading
+
+    from django.db import connection
+
+    start, end = period()
+    real = snapshots.portfolio_valuation
+
+    def other_run() -> None:
+        try:
+            PortfolioSnapshot.objects.create(
+                account=buyer,
+                kind=SnapshotKind.INTERVAL,
+                period_start=datetime.fromisoformat(start),
+                period_end=datetime.fromisoformat(end),
+                quote=market.quote,
+                total_value=D(1),
+                composition=[],
+                net_flows=D(0),
+                realized_pnl=D(0),
+                unrealized_pnl=D(0),
+            )
+        finally:
+            connection.close()
+
+    def valuation(**kwargs):
+        # The other run commits its row after this one found the period empty.
+        thread = threading.Thread(target=other_run)
+        thread.start()
+        thread.join()
+        return real(**kwargs)
+
+    monkeypatch.setattr(snapshots, "portfolio_valuation", valuation)
+    assert take(buyer, when=(start, end)).get() is False
+    assert list(PortfolioSnapshot.objects.values_list("total_value", flat=True)) == [D(1)]
+
+
 def test_assets_without_a_usdc_price_are_listed_but_not_counted(market, buyer):
     sim.deposit(buyer, AssetFactory(symbol="DOGE"), "1000")  # no market at all
     sim.deposit(buyer, market.base, "1")  # ETH-USDC has not traded yet
