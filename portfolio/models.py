@@ -176,17 +176,20 @@ _TRANSACTIONS_QUEUE_CHECK = """
 """
 
 # The postings' side of the balance check: their ledger transactions are checked again at
-# commit unless a check of them is still queued (a statement that writes both, as the
-# ledger services' does, fires the transactions' trigger first: one check is queued for
-# it, tests/portfolio/test_ledger_invariants.py). A queued check runs once, and a client
-# can run it early (SET CONSTRAINTS ... IMMEDIATE); postings added to those ledger
+# commit unless the newest queued check (this transaction's: the others' are invisible or
+# gone) already holds them. A statement that writes both, as the ledger services' does,
+# fires the transactions' trigger first, so one check is queued for it
+# (tests/portfolio/test_ledger_invariants.py); postings added to an older transaction
+# queue one more, which costs a check and misses nothing. A queued check runs once, and a
+# client can run it early (SET CONSTRAINTS ... IMMEDIATE); postings added to those ledger
 # transactions afterwards, in the same database transaction, are checked by this one.
 _POSTINGS_QUEUE_CHECK = """
     INSERT INTO portfolio_ledgercheck (transaction_ids)
     SELECT array_agg(q.id)
       FROM (SELECT DISTINCT transaction_id AS id FROM new_postings
             EXCEPT
-            SELECT unnest(c.transaction_ids) FROM portfolio_ledgercheck c) q
+            SELECT unnest(c.transaction_ids) FROM portfolio_ledgercheck c
+             WHERE c.id = (SELECT max(id) FROM portfolio_ledgercheck)) q
     HAVING count(*) > 0;
 """
 
