@@ -10,8 +10,9 @@ Orders that finished before the first two rules held keep what they were (some w
 accepted FOK or post-only and rejected by the matcher, some were placed while a market
 charged makers more): the rules hold for every order that is not finished, and finished
 orders cannot change. A live order that breaks one (a FOK market order not yet
-matched, an untriggered FOK stop-market buy, an order still resting at a maker rate
-above its taker rate) fails the migration, which then changes nothing: let the matcher
+matched, an untriggered FOK stop-market buy, a post-only stop or take-profit limit not
+yet answered, an order still resting at a maker rate above its taker rate) fails the
+migration, which then changes nothing: let the matcher
 answer it or cancel it, and run it again. Every average price the matcher wrote passes
 its check.
 """

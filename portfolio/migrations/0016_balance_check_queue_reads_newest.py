@@ -18,6 +18,8 @@ class Migration(migrations.Migration):
     ]
 
     operations = [
+        # Run last when this migration is reversed (see 0014).
+        migrations.RunSQL(migrations.RunSQL.noop, reverse_sql=PLANNED_BY_INDEX),
         pgtrigger.migrations.RemoveTrigger(
             model_name="posting",
             name="apply_to_balances",
@@ -39,8 +41,5 @@ class Migration(migrations.Migration):
                 ),
             ),
         ),
-        migrations.RunSQL(
-            PLANNED_BY_INDEX,
-            reverse_sql="ALTER FUNCTION pgtrigger_apply_to_balances_b6ffc() RESET ALL",
-        ),
+        migrations.RunSQL(PLANNED_BY_INDEX, reverse_sql=migrations.RunSQL.noop),
     ]

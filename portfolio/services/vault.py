@@ -142,7 +142,11 @@ def deposit_credit(
     amount = _payable(amount, asset)
     tx_hash = _tx_hash(tx_hash)
     key = f"deposit:{tx_hash}:{log_index}"
-    existing = VaultOperation.objects.filter(idempotency_key=key).first()
+    # Found by its chain event, whatever key an earlier version gave it.
+    event = VaultOperation.objects.filter(
+        kind=VaultOperationKind.DEPOSIT, tx_hash=tx_hash, log_index=log_index
+    )
+    existing = event.first()
     if existing:
         return _same_request(existing, account_id=account.pk, asset_id=asset.pk, amount=amount)
 
@@ -153,7 +157,7 @@ def deposit_credit(
     accounts = ledger_accounts_lock_keys(keys)
     vault, available = (accounts[k] for k in keys)
     # Re-read under the lock: a concurrent report of the same event has committed.
-    existing = VaultOperation.objects.filter(idempotency_key=key).first()
+    existing = event.first()
     if existing:
         return _same_request(existing, account_id=account.pk, asset_id=asset.pk, amount=amount)
     refusal = deposit_refusal(account=account, asset=asset, amount=amount)  # under the lock
