@@ -109,8 +109,8 @@ _TIERS_OF_QUOTE = (
 
 def fee_rates_for(*, account: Account, market: Market) -> FeeRates:
     """The maker and taker rates ``account`` pays in ``market``: the market's own, or
-    its volume tier's where those are lower. The 30-day volume is only summed when the
-    quote asset has tiers at all."""
+    its volume tier's where those are lower (a rebate never above the taker rate). The
+    30-day volume is only summed when the quote asset has tiers at all."""
     with connection.cursor() as cursor:
         cursor.execute(
             _TIERS_OF_QUOTE, [account.pk, market.quote_id, *_fee_window(), market.quote_id]
@@ -123,11 +123,11 @@ def fee_rates_for(*, account: Account, market: Market) -> FeeRates:
     tier = next((t for t in tiers if t.min_volume_30d <= volume), None)
     if tier is None:
         return FeeRates(market.maker_fee_rate, market.taker_fee_rate)
-    return FeeRates(
-        min(market.maker_fee_rate, tier.maker_fee_rate),
-        min(market.taker_fee_rate, tier.taker_fee_rate),
-        tier,
-    )
+    taker = min(market.taker_fee_rate, tier.taker_fee_rate)
+    # A rebate (a negative maker rate) within the taker fee, as every order's must be:
+    # a market's generous rebate and a tier's low taker fee do not add up to more.
+    maker = max(min(market.maker_fee_rate, tier.maker_fee_rate), -taker)
+    return FeeRates(maker, taker, tier)
 
 
 # --------------------------------------------------------------------------------------

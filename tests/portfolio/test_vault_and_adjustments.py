@@ -308,6 +308,29 @@ def test_volume_tiers_lower_fees_and_never_raise_them(market, buyer, seller):
     assert rates.taker == D("0.0005")  # the market's, lower than the tier's
 
 
+def test_a_market_rebate_never_exceeds_the_taker_fee_a_tier_lowers(market, buyer):
+    """A market paying makers 2 bps and a tier charging takers 1 bp: the rebate the
+    trader's orders carry is capped at the taker fee they carry, as every order's
+    rates must be, and the trader can place orders."""
+    from exchange.models import Market
+
+    Market.objects.filter(pk=market.pk).update(maker_fee_rate=D("-0.0002"))
+    market.refresh_from_db()
+    FeeTier.objects.create(
+        name="VIP 0",
+        quote=market.quote,
+        min_volume_30d=D(0),
+        maker_fee_rate=D(0),
+        taker_fee_rate=D("0.0001"),
+    )
+    rates = fee_rates_for(account=buyer, market=market)
+    assert (rates.maker, rates.taker) == (D("-0.0001"), D("0.0001"))
+    from tests.factories import place_order
+
+    order = place_order(buyer, market, "BUY", "1", "99")  # through order_place
+    assert (order.maker_fee_rate, order.taker_fee_rate) == (D("-0.0001"), D("0.0001"))
+
+
 # --- ledger_check ------------------------------------------------------------------------
 
 
