@@ -99,7 +99,7 @@ def test_deposits_are_credited_up_to_the_daily_limit(quote, trader1):
     sim.deposit(trader1, quote, "600")
     sim.deposit(trader1, quote, "400")
     with pytest.raises(ComplianceRefusal, match="at most 0 more") as refused:
-        sim.deposit(trader1, quote, "0.00000001")
+        sim.deposit(trader1, quote, "0.000001")  # USDC's smallest step
     assert refused.value.code == "DAILY_DEPOSIT_LIMIT_EXCEEDED"
     assert sim.balance(trader1, quote) == (D("1000"), D(0))
     assert VaultOperation.objects.filter(kind=VaultOperationKind.DEPOSIT).count() == 2
