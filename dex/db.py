@@ -7,7 +7,7 @@ NUMERIC(30,8), addresses VARCHAR(42), hashes VARCHAR(66), timestamps timestamptz
 from decimal import Decimal
 
 import pgtrigger
-from django.db import models
+from django.db import IntegrityError, models, transaction
 from django.db.models import signals
 from django.db.models.base import ModelState
 from django.db.models.expressions import DatabaseDefault
@@ -213,6 +213,25 @@ def AddressField(**kwargs) -> models.CharField:
 
 def HashField(**kwargs) -> models.CharField:
     return models.CharField(max_length=66, **kwargs)
+
+
+def violated_constraint(exc: IntegrityError) -> str | None:
+    """The name of the constraint PostgreSQL says ``exc`` broke, if it names one."""
+    return getattr(getattr(exc.__cause__, "diag", None), "constraint_name", None)
+
+
+def insert_unless_taken(instance: models.Model, *, constraint: str) -> bool:
+    """Insert ``instance`` (in a savepoint) and return True; or return False, writing
+    nothing, when the unique ``constraint`` already holds its row: one a concurrent
+    writer committed after the caller looked (a redelivered task, say)."""
+    try:
+        with transaction.atomic():
+            instance.save(force_insert=True)
+    except IntegrityError as exc:
+        if violated_constraint(exc) != constraint:
+            raise
+        return False
+    return True
 
 
 def CreatedAtField() -> models.DateTimeField:

@@ -454,6 +454,18 @@ def status_machine(*, field: str, transitions: list[tuple[str, str]]) -> pgtrigg
     )
 
 
+# Every column of history that names an order, which must be in the live table or the
+# archive (order_references_check on inserts, truncate_keeps_references on a TRUNCATE).
+ORDER_REFERENCES = (
+    "exchange_trade.maker_order_id",
+    "exchange_trade.taker_order_id",
+    "exchange_ordercommand.order_id",
+    "exchange_orderstatushistory.order_id",
+    "portfolio_ledgertransaction.order_id",
+    "portfolio_posting.order_id",
+)
+
+
 def finished_read_only(*statuses: str, noun: str) -> pgtrigger.Trigger:
     """A row in one of ``statuses`` is history: no UPDATE touches it again. The rule is
     on the old row's status alone, so the rows a writer moves while they are live cost
@@ -908,15 +920,7 @@ class Order(FastLoad, models.Model):
             # What order_references_check and the trade and ledger triggers keep on
             # inserts, kept on a TRUNCATE: history may only name an order kept here or
             # in the archive.
-            truncate_keeps_references(
-                "exchange_trade.maker_order_id",
-                "exchange_trade.taker_order_id",
-                "exchange_ordercommand.order_id",
-                "exchange_orderstatushistory.order_id",
-                "portfolio_ledgertransaction.order_id",
-                "portfolio_posting.order_id",
-                archive="exchange_orderarchive",
-            ),
+            truncate_keeps_references(*ORDER_REFERENCES, archive="exchange_orderarchive"),
             pgtrigger.Trigger(
                 name="on_market_grid",
                 when=pgtrigger.Before,
@@ -1559,15 +1563,7 @@ class OrderArchive(models.Model):
         triggers = [
             *append_only_triggers(),
             # History may only name an order kept in the live table or here.
-            truncate_keeps_references(
-                "exchange_trade.maker_order_id",
-                "exchange_trade.taker_order_id",
-                "exchange_ordercommand.order_id",
-                "exchange_orderstatushistory.order_id",
-                "portfolio_ledgertransaction.order_id",
-                "portfolio_posting.order_id",
-                kept_in="exchange_order.id",
-            ),
+            truncate_keeps_references(*ORDER_REFERENCES, kept_in="exchange_order.id"),
         ]
 
     def __str__(self) -> str:

@@ -11,10 +11,11 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db import IntegrityError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import Max, Min
 from django.utils import timezone
 
+from dex.db import insert_unless_taken
 from exchange.models import (
     Candle,
     CandleInterval,
@@ -77,16 +78,8 @@ def orderbook_snapshot_take(*, market: Market, taken_at: datetime, levels: int) 
         trade_count_24h=ticker.trade_count,
         taken_at=taken_at,
     )
-    try:
-        with transaction.atomic():
-            snapshot.save(force_insert=True)
-    except IntegrityError as exc:
-        # A concurrent run of the same period (a redelivered message) wrote it first.
-        diag = getattr(exc.__cause__, "diag", None)
-        if getattr(diag, "constraint_name", None) != "obsnapshot_unique_period":
-            raise
-        return False
-    return True
+    # A concurrent run of the same period (a redelivered message) may have written it.
+    return insert_unless_taken(snapshot, constraint="obsnapshot_unique_period")
 
 
 # Buckets aligned on the epoch, open and close found by sequence through the unique

@@ -19,7 +19,7 @@ from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from compliance.gates import placement_refusal
-from dex.db import ModelRows
+from dex.db import ModelRows, violated_constraint
 from dex.logging import request_id_get
 from dex.metrics import ORDERS_ACCEPTED, ORDERS_REJECTED
 from exchange.engine import MarketUnits, UnitError
@@ -281,8 +281,7 @@ def _order_placed(*, account: Account, market: Market, request: OrderRequest) ->
         ).first()
         if archived is not None:
             return Placed(archived.as_order(), created=False)
-        diag = getattr(exc.__cause__, "diag", None)
-        if getattr(diag, "constraint_name", None) == "order_unique_nonce":
+        if violated_constraint(exc) == "order_unique_nonce":
             raise _reject("NONCE_REUSED", f"nonce {request.nonce} was used already") from None
         raise _reject("DUPLICATE", f"order conflicts with an existing one: {exc}") from None
 
@@ -477,8 +476,7 @@ def order_amend_signed(
             signed={"nonce": str(nonce), "signature": signature.lower()},
         )
     except IntegrityError as exc:
-        diag = getattr(exc.__cause__, "diag", None)
-        if getattr(diag, "constraint_name", None) == "ordercommand_unique_amend_nonce":
+        if violated_constraint(exc) == "ordercommand_unique_amend_nonce":
             raise _reject("NONCE_REUSED", f"amend nonce {nonce} was used already") from None
         raise
 

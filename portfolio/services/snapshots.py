@@ -12,9 +12,10 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import Sum
 
+from dex.db import insert_unless_taken
 from exchange.models import Account, Asset
 from exchange.selectors import EPOCH
 from portfolio.metrics import Point
@@ -126,16 +127,8 @@ def portfolio_snapshot_take(
         realized_pnl=totals.realized_pnl if totals else Decimal(0),
         unrealized_pnl=totals.unrealized_pnl if totals else Decimal(0),
     )
-    try:
-        with transaction.atomic():
-            snapshot.save(force_insert=True)
-    except IntegrityError as exc:
-        # A concurrent run of the same period (a redelivered message) wrote it first.
-        diag = getattr(exc.__cause__, "diag", None)
-        if getattr(diag, "constraint_name", None) != "portfoliosnapshot_unique_period":
-            raise
-        return False
-    return True
+    # A concurrent run of the same period (a redelivered message) may have written it.
+    return insert_unless_taken(snapshot, constraint="portfoliosnapshot_unique_period")
 
 
 def snapshot_points(*, account: Account, kind: str) -> list[Point]:
