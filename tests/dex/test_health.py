@@ -63,8 +63,9 @@ def test_health_answers_503_within_the_timeout_when_postgres_stalls(
     started = time.monotonic()
     response = within(5, lambda: client.get(path))
     assert response is not None, f"{path} did not answer while PostgreSQL stalls"
-    # Each of the two PostgreSQL checks waits out the timeout, and no longer.
-    assert time.monotonic() - started < 2
+    # Each of the two PostgreSQL checks waits out the timeout (1 s in all), and no
+    # longer: the margin is for a busy machine.
+    assert time.monotonic() - started < 3
     assert response.status_code == 503
     checks = response.json()["checks"]
     assert checks["postgres"]["ok"] is False
