@@ -28,7 +28,16 @@ from django.utils import timezone
 from dex.db import ModelRows
 from dex.redis import redis_client
 from exchange.matcher.publish import book_key
-from exchange.models import Asset, Market, Order, OrderStatus, Side, Trade
+from exchange.models import (
+    Asset,
+    CandleInterval,
+    Market,
+    MarketStatus,
+    Order,
+    OrderStatus,
+    Side,
+    Trade,
+)
 
 log = logging.getLogger(__name__)
 
@@ -481,3 +490,46 @@ def database_levels(market: Market, side: str, limit: int) -> list[Level]:
     """The top ``limit`` levels of one side of the book the open orders make, best
     first (for a reader that needs them inside its own transaction)."""
     return _database_levels(market, side, limit)
+
+
+# Closed markets whose last trade is not in the candle of every interval yet: one trade
+# and one candle per interval, each read backwards on its unique index.
+_UNROLLED_CLOSED_MARKETS_SQL = """
+SELECT m.id
+  FROM exchange_market m
+ CROSS JOIN LATERAL (
+       SELECT t.sequence, t.executed_at
+         FROM exchange_trade t
+        WHERE t.market_id = m.id
+        ORDER BY t.sequence DESC
+        LIMIT 1
+       ) newest
+ WHERE m.status = %(closed)s
+   AND EXISTS (
+       SELECT 1
+         FROM unnest(%(intervals)s::text[]) AS i(interval)
+        WHERE COALESCE(
+                  (SELECT c.last_sequence
+                     FROM exchange_candle c
+                    WHERE c.market_id = m.id
+                      AND c.interval = i.interval
+                      AND c.open_time <= newest.executed_at
+                    ORDER BY c.open_time DESC
+                    LIMIT 1),
+                  0
+              ) < newest.sequence
+       )
+ ORDER BY m.id
+"""
+
+
+def closed_market_ids_unrolled() -> list[int]:
+    """Closed markets whose candles lack trades: those made between a market's last roll
+    and its closing. Once every interval's candles hold its last trade, a closed market
+    costs a few index reads per run and is left alone."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _UNROLLED_CLOSED_MARKETS_SQL,
+            {"closed": MarketStatus.CLOSED, "intervals": list(CandleInterval.values)},
+        )
+        return [market_id for (market_id,) in cursor.fetchall()]

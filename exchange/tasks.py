@@ -11,11 +11,11 @@ from datetime import datetime, timedelta
 
 from celery import shared_task
 from django.conf import settings
-from django.db import connection
 from django.utils import timezone
 
 from dex.celery import retrying
 from exchange.models import CandleInterval, Market, MarketStatus
+from exchange.selectors import closed_market_ids_unrolled
 from exchange.services import archiving, market_data
 
 # Markets whose books and trades are worth recording: every one that may trade.
@@ -28,49 +28,6 @@ def _recorded_market_ids() -> list[int]:
         .order_by("pk")
         .values_list("pk", flat=True)
     )
-
-
-# Closed markets whose last trade is not in the candle of every interval yet: one trade
-# and one candle per interval, each read backwards on its unique index.
-_UNROLLED_CLOSED_MARKETS_SQL = """
-SELECT m.id
-  FROM exchange_market m
- CROSS JOIN LATERAL (
-       SELECT t.sequence, t.executed_at
-         FROM exchange_trade t
-        WHERE t.market_id = m.id
-        ORDER BY t.sequence DESC
-        LIMIT 1
-       ) newest
- WHERE m.status = %(closed)s
-   AND EXISTS (
-       SELECT 1
-         FROM unnest(%(intervals)s::text[]) AS i(interval)
-        WHERE COALESCE(
-                  (SELECT c.last_sequence
-                     FROM exchange_candle c
-                    WHERE c.market_id = m.id
-                      AND c.interval = i.interval
-                      AND c.open_time <= newest.executed_at
-                    ORDER BY c.open_time DESC
-                    LIMIT 1),
-                  0
-              ) < newest.sequence
-       )
- ORDER BY m.id
-"""
-
-
-def _unrolled_closed_market_ids() -> list[int]:
-    """Closed markets whose candles lack trades: those made between a market's last roll
-    and its closing. Once every interval's candles hold its last trade, a closed market
-    costs a few index reads per run and is left alone."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            _UNROLLED_CLOSED_MARKETS_SQL,
-            {"closed": MarketStatus.CLOSED, "intervals": list(CandleInterval.values)},
-        )
-        return [market_id for (market_id,) in cursor.fetchall()]
 
 
 @shared_task(name="exchange.orderbook_snapshots_take")
@@ -95,7 +52,7 @@ def orderbook_snapshot_take(market_id: int, taken_at: str) -> bool:
 
 @shared_task(name="exchange.candles_roll_all")
 def candles_roll_all() -> int:
-    market_ids = _recorded_market_ids() + _unrolled_closed_market_ids()
+    market_ids = _recorded_market_ids() + closed_market_ids_unrolled()
     for market_id in market_ids:
         for interval in CandleInterval.values:
             candles_roll.delay(market_id, interval)

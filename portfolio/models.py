@@ -28,6 +28,7 @@ from django.db import models
 from django.db.models import F, Q
 
 from dex.db import (
+    HASH_REGEX,
     AmountField,
     CreatedAtField,
     HashField,
@@ -575,7 +576,7 @@ class VaultOperation(models.Model):
             ),
             # One spelling of a chain transaction's hash, so one event is one row.
             models.CheckConstraint(
-                condition=Q(tx_hash__isnull=True) | Q(tx_hash__regex=r"^0x[0-9a-f]{64}$"),
+                condition=Q(tx_hash__isnull=True) | Q(tx_hash__regex=HASH_REGEX),
                 name="vaultop_tx_hash_format",
             ),
             models.CheckConstraint(

@@ -257,17 +257,21 @@ def _order_place(*, account: Account, market: Market, request: OrderRequest) -> 
     return placed
 
 
+def _archived_original(account: Account, request: OrderRequest) -> Placed | None:
+    """A retry of an order finished long ago and archived is answered with it, as a
+    retry of a live one is, whatever today's checks would say of it."""
+    archived = OrderArchive.objects.filter(
+        account_id=account.pk, client_order_id=request.client_order_id
+    ).first()
+    return None if archived is None else Placed(archived.as_order(), created=False)
+
+
 def _order_placed(*, account: Account, market: Market, request: OrderRequest) -> Placed:
     try:
         return _order_write(account=account, market=market, request=request)
     except OrderRejected:
-        # A retry of an order finished long ago and archived is answered with it, as a
-        # retry of a live one is, whatever today's checks would say of it.
-        archived = OrderArchive.objects.filter(
-            account_id=account.pk, client_order_id=request.client_order_id
-        ).first()
-        if archived is not None:
-            return Placed(archived.as_order(), created=False)
+        if (original := _archived_original(account, request)) is not None:
+            return original
         raise
     except IntegrityError as exc:
         # Nothing was written. A concurrent retry of the same order may have won the
@@ -275,12 +279,8 @@ def _order_placed(*, account: Account, market: Market, request: OrderRequest) ->
         existing = Order.objects.filter(account=account, client_order_id=request.client_order_id)
         if (order := existing.first()) is not None:
             return Placed(order, created=False)
-        # Or the original finished long ago and moved to the archive: still the answer.
-        archived = OrderArchive.objects.filter(
-            account_id=account.pk, client_order_id=request.client_order_id
-        ).first()
-        if archived is not None:
-            return Placed(archived.as_order(), created=False)
+        if (original := _archived_original(account, request)) is not None:
+            return original
         if violated_constraint(exc) == "order_unique_nonce":
             raise _reject("NONCE_REUSED", f"nonce {request.nonce} was used already") from None
         raise _reject("DUPLICATE", f"order conflicts with an existing one: {exc}") from None

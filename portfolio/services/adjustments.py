@@ -85,6 +85,33 @@ def _decide(adjustment: LedgerAdjustment, decided_by: AbstractBaseUser) -> Ledge
     return locked
 
 
+def _decided(
+    locked: LedgerAdjustment,
+    status: str,
+    *,
+    decided_by: AbstractBaseUser,
+    actor: Actor | None,
+    before: dict,
+    reason: str = "",
+) -> LedgerAdjustment:
+    """Record the decision on ``locked`` and its audit event (``adjustment.post`` or
+    ``adjustment.reject``), as ``actor`` or the deciding user."""
+    locked.status = status
+    locked.decided_by = decided_by
+    locked.decided_at = timezone.now()
+    locked.save(update_fields=["status", "decided_by", "decided_at"])
+    action = "adjustment.post" if status == AdjustmentStatus.POSTED else "adjustment.reject"
+    audit_record(
+        actor=actor or Actor(user=decided_by),
+        action=action,
+        target=locked,
+        before=before,
+        after=model_state(locked, _AUDITED),
+        reason=reason,
+    )
+    return locked
+
+
 @transaction.atomic(durable=True)
 def adjustment_post(
     *, adjustment: LedgerAdjustment, approved_by: AbstractBaseUser, actor: Actor | None = None
@@ -113,20 +140,15 @@ def adjustment_post(
             )
         ]
     )
-    locked.status = AdjustmentStatus.POSTED
-    locked.decided_by = approved_by
-    locked.decided_at = timezone.now()
-    locked.save(update_fields=["status", "decided_by", "decided_at"])
     balances_changed([locked.account_id])
-    audit_record(
-        actor=actor or Actor(user=approved_by),
-        action="adjustment.post",
-        target=locked,
+    return _decided(
+        locked,
+        AdjustmentStatus.POSTED,
+        decided_by=approved_by,
+        actor=actor,
         before=before,
-        after=model_state(locked, _AUDITED),
         reason=locked.reason,
     )
-    return locked
 
 
 @transaction.atomic(durable=True)
@@ -137,15 +159,6 @@ def adjustment_reject(
     (``rejected_by`` by default)."""
     locked = _decide(adjustment, rejected_by)
     before = model_state(locked, _AUDITED)
-    locked.status = AdjustmentStatus.REJECTED
-    locked.decided_by = rejected_by
-    locked.decided_at = timezone.now()
-    locked.save(update_fields=["status", "decided_by", "decided_at"])
-    audit_record(
-        actor=actor or Actor(user=rejected_by),
-        action="adjustment.reject",
-        target=locked,
-        before=before,
-        after=model_state(locked, _AUDITED),
+    return _decided(
+        locked, AdjustmentStatus.REJECTED, decided_by=rejected_by, actor=actor, before=before
     )
-    return locked

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from compliance.gates import GateRefusal, deposit_refusal, withdrawal_refusal
 from compliance.services.audit import Actor, audit_record, model_state
+from dex.db import HASH_REGEX
 from exchange.models import Account, AccountStatus, Asset
 from exchange.notify import balances_changed
 from exchange.services.accounts import wallet_address_normalize
@@ -62,7 +63,7 @@ class InvalidChainReference(VaultError):
     code = "INVALID_TX_HASH"
 
 
-_TX_HASH = re.compile(r"^0x[0-9a-f]{64}$")
+_TX_HASH = re.compile(HASH_REGEX)
 
 
 def _tx_hash(value: str) -> str:
